@@ -1,0 +1,285 @@
+"""The ``structvision`` command line.
+
+    structvision demo [--quick]
+    structvision data synth NAME --out DIR [--num-images N] [--seed S] [--image-size PX]
+    structvision data check ANNOTATIONS [--images DIR]
+    structvision train RECIPE --data SPEC --out RUN [--max-steps N] [--devices N] [--set k=v ...]
+    structvision eval RUN_OR_CHECKPOINT --data SPEC
+    structvision predict RUN_OR_CHECKPOINT IMAGE... --out DIR
+
+Commands print a table of results and write JSON; errors are one clear line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from structvision import __version__
+
+app = typer.Typer(
+    name="structvision",
+    help="Structured prediction in computer vision: detection, instance masks, keypoints, "
+    "dense CRFs, tracking, depth and flow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Generate, convert and validate datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def print_metrics(title: str, metrics: dict[str, float]) -> None:
+    """Print a two-column table of metric names and values."""
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        table.add_row(key, text)
+    console.print(table)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"structvision {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """structvision command line."""
+
+
+# ----------------------------------------------------------------------------------- data
+
+
+@data_app.command("synth")
+def data_synth(
+    name: Annotated[str, typer.Argument(help="Built-in generator, e.g. 'shapes'.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (images/ + annotations.json).")],
+    num_images: Annotated[int, typer.Option("--num-images", min=1, help="Number of images.")] = 200,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed; (seed, split, index) fixes a sample.")
+    ] = 0,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", min=16, help="Square image size in pixels.")
+    ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="'train' or 'val' sample stream.")
+    ] = "train",
+    mask_format: Annotated[
+        str, typer.Option("--mask-format", help="'rle' (exact, uncompressed) or 'polygon'.")
+    ] = "rle",
+) -> None:
+    """Write a built-in generator's images and a standard COCO annotations.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from structvision.data.export import write_coco
+    from structvision.data.synthetic import GENERATORS
+
+    if name not in GENERATORS:
+        _fail(f"unknown generator {name!r}; built-in generators: {', '.join(sorted(GENERATORS))}")
+    if split not in ("train", "val"):
+        _fail(f"--split must be 'train' or 'val', got {split!r}")
+    if mask_format not in ("rle", "polygon"):
+        _fail(f"--mask-format must be 'rle' or 'polygon', got {mask_format!r}")
+    if out.exists() and any(out.iterdir()):
+        _fail(f"output folder {out} is not empty; choose a new folder so nothing is overwritten")
+    options = {} if image_size is None else {"image_size": image_size}
+    try:
+        dataset = GENERATORS[name](split=split, num_images=num_images, seed=seed, **options)
+    except (TypeError, ValueError) as error:
+        _fail(f"generator {name!r}: {error}")
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task(f"writing {name}", total=num_images)
+        path = write_coco(
+            dataset,
+            out,
+            num_images=num_images,
+            mask_format=mask_format,
+            progress=lambda done, total: progress.update(bar, completed=done),
+        )
+    console.print(f"wrote {num_images} images and {path}")
+
+
+@data_app.command("check")
+def data_check(
+    annotations: Annotated[Path, typer.Argument(help="COCO annotation file (or its folder).")],
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Image folder (found automatically if omitted)."),
+    ] = None,
+    skip_images: Annotated[
+        bool, typer.Option("--skip-images", help="Do not open every image file.")
+    ] = False,
+) -> None:
+    """Validate a COCO-format dataset and list every problem with the record it is in."""
+    from structvision.data.coco import check_coco
+
+    if annotations.is_dir():
+        annotations = annotations / "annotations.json"
+    if not annotations.exists():
+        _fail(f"annotation file {annotations} does not exist")
+    problems = check_coco(annotations, images, check_images=not skip_images)
+    if not problems:
+        console.print(f"[green]ok[/]: {annotations} has no problems")
+        return
+    table = Table(title=f"{len(problems)} problem(s) in {annotations}", header_style="bold")
+    table.add_column("record")
+    table.add_column("problem")
+    for problem in problems:
+        table.add_row(problem.record, problem.message)
+    console.print(table)
+    raise typer.Exit(code=1)
+
+
+# ------------------------------------------------------------------- train / eval / predict
+
+
+def _parse_sets(values: list[str]) -> dict[str, str]:
+    overrides = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set {item!r} is not of the form key=value")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+@app.command()
+def train(
+    recipe: Annotated[str, typer.Argument(help="Recipe name (see 'structvision recipes').")],
+    data: Annotated[str, typer.Option("--data", help="Training data SPEC: 'shapes' or a path.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
+    val_data: Annotated[
+        str | None, typer.Option("--val-data", help="Validation data SPEC (default: derived).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1)] = None,
+    devices: Annotated[int | None, typer.Option("--devices", min=1)] = None,
+    num_nodes: Annotated[int | None, typer.Option("--num-nodes", min=1)] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting: lr=0.01, model.num_classes=7, ..."),
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+) -> None:
+    """Train a recipe; writes config, metrics, checkpoints, predictions and report.html."""
+    from structvision import tasks
+
+    try:
+        metrics = tasks.run_train(
+            recipe,
+            data=data,
+            val_data=val_data,
+            out=out,
+            max_steps=max_steps,
+            devices=devices,
+            num_nodes=num_nodes,
+            overrides=_parse_sets(sets or []),
+            resume=resume,
+        )
+    except (tasks.RecipeError, ValueError, FileNotFoundError, FileExistsError) as error:
+        _fail(str(error))
+    if metrics:
+        print_metrics(f"{recipe}: final evaluation", metrics)
+    console.print(f"run written to {out}")
+
+
+@app.command("eval")
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint folder.")],
+    data: Annotated[str, typer.Option("--data", help="Evaluation data SPEC.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write metrics JSON (optional).")
+    ] = None,
+) -> None:
+    """Evaluate a trained model on a dataset; prints a table and writes JSON."""
+    from structvision import tasks
+
+    try:
+        metrics = tasks.run_eval(run, data=data, out=out)
+    except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    print_metrics(f"evaluation of {run}", metrics)
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint folder.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for overlays and predictions.json.")],
+    score_threshold: Annotated[float, typer.Option("--score-threshold")] = 0.5,
+) -> None:
+    """Run a trained model on images; writes overlays and COCO-format predictions.json."""
+    from structvision import tasks
+
+    try:
+        path = tasks.run_predict(run, images=images, out=out, score_threshold=score_threshold)
+    except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    console.print(f"predictions written to {path}")
+
+
+@app.command()
+def recipes() -> None:
+    """List the trainable recipes."""
+    from structvision import tasks
+
+    if not tasks.RECIPES:
+        console.print(tasks.no_recipes_message())
+        return
+    table = Table(title="recipes", header_style="bold")
+    table.add_column("name")
+    table.add_column("what it trains")
+    for name, recipe in sorted(tasks.RECIPES.items()):
+        table.add_row(name, recipe.summary)
+    console.print(table)
+
+
+@app.command()
+def demo(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A shorter tour (about 2 minutes).")
+    ] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
+        "structvision-demo"
+    ),
+) -> None:
+    """A guided tour on built-in data: writes PNGs, JSON and an HTML page."""
+    from structvision.demo import run_demo
+
+    try:
+        run_demo(out=out, quick=quick, console=console)
+    except (ValueError, FileExistsError) as error:
+        _fail(str(error))
+
+
+def main() -> None:
+    """Entry point of the ``structvision`` console script."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

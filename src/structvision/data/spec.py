@@ -1,0 +1,137 @@
+"""Data specifications: the ``--data SPEC`` strings of the command line.
+
+A SPEC is either a built-in generator with optional ``key=value`` settings,
+
+    shapes
+    shapes:seed=3,image_size=160,max_objects=8
+
+or a path to data on disk in a standard format:
+
+    path/to/folder            a folder holding ``annotations.json`` (and ``images/``)
+    path/to/instances.json    a COCO annotation file (images found as CocoDataset documents)
+    path/to/VOC2007           a Pascal VOC folder (Annotations/, JPEGImages/, ImageSets/Main/),
+                              or a VOCdevkit folder holding one; the split picks the image set
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+__all__ = ["DataSpec", "build_dataset", "parse_spec", "parse_value"]
+
+#: Number of images in a generator split when the SPEC does not say ``num_images=``.
+DEFAULT_NUM_IMAGES = {"train": 100_000, "val": 500}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed SPEC: ``kind`` is ``"generator"``, ``"coco"`` or ``"voc"``."""
+
+    kind: str
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __str__(self) -> str:
+        if self.kind != "generator":
+            return str(self.path)
+        if not self.options:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.options.items())
+
+
+def parse_value(text: str) -> Any:
+    """``3`` -> int, ``0.5`` -> float, ``true``/``false`` -> bool, ``(1,2)`` -> tuple, else str."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _generators() -> dict[str, type]:
+    from structvision.data.synthetic import GENERATORS
+
+    return GENERATORS
+
+
+def _is_voc_folder(path: Path) -> bool:
+    candidates = [path, *(p for p in path.glob("VOC*") if p.is_dir())]
+    return any((c / "Annotations").is_dir() and (c / "JPEGImages").is_dir() for c in candidates)
+
+
+def parse_spec(spec: str) -> DataSpec:
+    """Parse a SPEC string; an unknown generator or missing path raises ``ValueError``."""
+    if not spec or not spec.strip():
+        raise ValueError("data SPEC is empty: give a generator name such as 'shapes' or a path")
+    name, _, settings = spec.partition(":")
+    generators = _generators()
+    if name in generators:
+        options: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in settings.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(
+                    f"data SPEC {spec!r}: setting {item!r} is not of the form key=value"
+                )
+            options[key.strip()] = parse_value(value.strip())
+        return DataSpec(kind="generator", name=name, options=options)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        known = ", ".join(sorted(generators))
+        raise ValueError(
+            f"data SPEC {spec!r} is neither a built-in generator ({known}) nor an existing path"
+        )
+    if path.is_dir() and _is_voc_folder(path):
+        return DataSpec(kind="voc", name="voc", path=path)
+    if path.is_dir():
+        annotations = path / "annotations.json"
+        if not annotations.is_file():
+            raise ValueError(
+                f"data folder {path} has no annotations.json; pass the COCO annotation file itself"
+            )
+        path = annotations
+    if path.suffix.lower() != ".json":
+        raise ValueError(f"data file {path} is not a COCO .json annotation file")
+    return DataSpec(kind="coco", name="coco", path=path)
+
+
+def build_dataset(spec: str | DataSpec, *, split: str = "train", **kwargs: Any) -> Dataset:
+    """Build the dataset a SPEC names.
+
+    For a generator, ``split`` selects the disjoint ``train``/``val`` sample streams and the
+    SPEC's settings are passed to the generator (``num_images`` defaults to
+    ``DEFAULT_NUM_IMAGES[split]``). For files on disk the split is the file itself. Extra
+    keyword arguments (``transforms=``, ...) go to the dataset class. A VOC folder reads the
+    ``trainval`` image set for ``train`` and ``test`` for ``val`` (falling back to ``train`` and
+    ``val`` where those lists are missing).
+    """
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    if spec.kind == "generator":
+        options = {"num_images": DEFAULT_NUM_IMAGES.get(split, 500), **spec.options}
+        generator = _generators()[spec.name]
+        try:
+            return generator(split=split, **options, **kwargs)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"data SPEC {spec}: {error}") from error
+    if spec.kind == "voc":
+        from structvision.data.voc import VOCDetection, resolve_voc_root
+
+        root = resolve_voc_root(spec.path)
+        image_set = {"train": "trainval", "val": "test"}.get(split, split)
+        if not (root / "ImageSets" / "Main" / f"{image_set}.txt").is_file():
+            image_set = {"trainval": "train", "test": "val"}.get(image_set, image_set)
+        return VOCDetection(root, image_set=image_set, **kwargs)
+    from structvision.data.coco import CocoDataset
+
+    return CocoDataset(spec.path, **kwargs)

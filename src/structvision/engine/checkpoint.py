@@ -1,0 +1,361 @@
+"""Checkpoint folders: ``model.safetensors`` + ``config.json`` + ``trainer.pt``, written atomically.
+
+Layout of a run's ``checkpoints/`` folder::
+
+    checkpoints/
+      step_000100/ model.safetensors  config.json  trainer.pt
+      step_000200/ ...
+      LATEST        # text: the folder name of the newest complete checkpoint
+
+A checkpoint is first written to a hidden temporary sibling (``.tmp-step_000200-<pid>``) and then
+renamed into place, so a killed run leaves either a complete checkpoint or a temporary folder that
+is never read and is removed by the next save. Nothing is loaded with pickle's full power:
+weights come from safetensors and ``trainer.pt`` is read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+from structvision.engine.files import write_json_atomic, write_text_atomic
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TRAINER_FILE = "trainer.pt"
+LATEST_FILE = "LATEST"
+CHECKPOINT_FILES = (MODEL_FILE, CONFIG_FILE, TRAINER_FILE)
+FORMAT_NAME = "structvision-checkpoint"
+FORMAT_VERSION = 1
+
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+_ALIASES_KEY = "structvision_aliases"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but its content is not what the caller needs."""
+
+
+def checkpoint_name(step: int) -> str:
+    """Folder name of the checkpoint taken after ``step`` optimizer steps, e.g. ``step_000123``."""
+    return f"step_{step:06d}"
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step encoded in a checkpoint folder's name, or ``None`` if it is not one."""
+    match = _STEP_DIR.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a checkpoint folder holding all three files."""
+    path = Path(path)
+    return checkpoint_step(path) is not None and all((path / f).is_file() for f in CHECKPOINT_FILES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights (safetensors)
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Write ``state_dict`` to a safetensors file (not atomic on its own).
+
+    Entries that are the same tensor under several names (tied weights) are stored once; the
+    other names are recorded in the file's metadata and restored by `load_state_dict_file`.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(
+                f"save_state_dict: entry {name!r} is a {type(tensor).__name__}, not a tensor"
+            )
+        identity = (
+            tensor.device,
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+            tuple(tensor.stride()),
+            tensor.dtype,
+        )
+        if identity in seen and tensor.numel() > 0:
+            aliases[name] = seen[identity]
+            continue
+        seen[identity] = name
+        # A private contiguous CPU copy: safetensors refuses tensors that share memory.
+        tensors[name] = tensor.detach().to("cpu", copy=True).contiguous()
+    metadata = {_ALIASES_KEY: json.dumps(aliases)}
+    safetensors.torch.save_file(tensors, str(path), metadata=metadata)
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a safetensors file written by `save_state_dict` into a CPU state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model weights file not found: {path}")
+    try:
+        with safetensors.safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state_dict = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from error
+    try:
+        aliases = json.loads(metadata.get(_ALIASES_KEY, "{}"))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: metadata {_ALIASES_KEY!r} is not valid JSON") from error
+    for alias, source in aliases.items():
+        if source not in state_dict:
+            raise CheckpointError(f"{path}: tied weight {alias!r} refers to missing {source!r}")
+        state_dict[alias] = state_dict[source]
+    return state_dict
+
+
+def check_state_dict_matches(
+    *, state_dict: dict[str, torch.Tensor], model: nn.Module, source: str
+) -> None:
+    """Raise `CheckpointError` naming missing/unexpected keys and shape mismatches."""
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in expected]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s), first: {missing[:5]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s), first: {unexpected[:5]}")
+    mismatched = [
+        f"{name}: checkpoint {tuple(state_dict[name].shape)} vs model {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in state_dict and state_dict[name].shape != tensor.shape
+    ]
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es), first: {mismatched[:5]}")
+    if problems:
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
+
+
+def load_model_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load weights into ``model`` from a checkpoint folder, run folder or ``.safetensors`` file.
+
+    Keys and shapes must match exactly; otherwise a `CheckpointError` names the file and the
+    first offending keys.
+    """
+    path = Path(path)
+    weights_path = path if path.suffix == ".safetensors" else resolve_checkpoint(path) / MODEL_FILE
+    state_dict = load_state_dict_file(weights_path)
+    check_state_dict_matches(state_dict=state_dict, model=model, source=str(weights_path))
+    model.load_state_dict(state_dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders
+
+
+def find_latest_checkpoint(checkpoints_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint in ``checkpoints_dir``, or ``None``.
+
+    ``LATEST`` decides when it names a complete checkpoint; otherwise the highest complete
+    ``step_*`` folder. Temporary folders of interrupted saves are never returned.
+    """
+    checkpoints_dir = Path(checkpoints_dir)
+    if not checkpoints_dir.is_dir():
+        return None
+    latest_file = checkpoints_dir / LATEST_FILE
+    if latest_file.is_file():
+        candidate = checkpoints_dir / latest_file.read_text(encoding="utf-8").strip()
+        if is_complete_checkpoint(candidate):
+            return candidate
+    complete = [p for p in checkpoints_dir.iterdir() if p.is_dir() and is_complete_checkpoint(p)]
+    return max(complete, key=checkpoint_step) if complete else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder from a checkpoint folder, a ``checkpoints/`` folder or a run folder."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint path does not exist: {path}")
+    if (path / MODEL_FILE).is_file():
+        return path
+    for checkpoints_dir in (path, path / "checkpoints"):
+        latest = find_latest_checkpoint(checkpoints_dir)
+        if latest is not None:
+            return latest
+    raise FileNotFoundError(
+        f"no checkpoint found at {path}: expected a folder with {MODEL_FILE}, or a run/checkpoints "
+        f"folder holding complete step_* checkpoints ({', '.join(CHECKPOINT_FILES)})"
+    )
+
+
+def remove_temporary_folders(checkpoints_dir: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temporary folders left by interrupted saves; return what was removed."""
+    checkpoints_dir = Path(checkpoints_dir)
+    if not checkpoints_dir.is_dir():
+        return []
+    leftovers = [
+        p for p in checkpoints_dir.iterdir() if p.is_dir() and p.name.startswith((".tmp-", ".old-"))
+    ]
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return leftovers
+
+
+def prune_checkpoints(checkpoints_dir: str | os.PathLike, *, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest ``step_*`` folders (``keep=0`` keeps all).
+
+    The checkpoint named by ``LATEST`` is never deleted. Returns the deleted folders.
+    """
+    if keep <= 0:
+        return []
+    checkpoints_dir = Path(checkpoints_dir)
+    latest = find_latest_checkpoint(checkpoints_dir)
+    folders = sorted(
+        (p for p in checkpoints_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None),
+        key=checkpoint_step,
+    )
+    doomed = [p for p in folders[: max(len(folders) - keep, 0)] if p != latest]
+    for folder in doomed:
+        shutil.rmtree(folder)
+    return doomed
+
+
+def save_checkpoint(
+    *,
+    checkpoints_dir: str | os.PathLike,
+    step: int,
+    state_dict: dict[str, torch.Tensor],
+    model_config: dict[str, Any],
+    train_config: dict[str, Any] | None,
+    trainer_state: dict[str, Any],
+    keep: int = 0,
+) -> Path:
+    """Write the checkpoint of ``step`` atomically, point ``LATEST`` at it, prune old ones.
+
+    Args:
+        checkpoints_dir: the run's ``checkpoints/`` folder (created if missing).
+        step: optimizer steps taken; names the folder ``step_{step:06d}``.
+        state_dict: model weights (tied weights are stored once).
+        model_config: JSON-serialisable description from which the model can be rebuilt.
+        train_config: the `TrainConfig` as a dict, or ``None``.
+        trainer_state: optimizer/scheduler/RNG state made of tensors, numbers, strings, lists
+            and dicts only, so that it loads with ``weights_only=True``.
+        keep: how many checkpoints to keep (0: all).
+
+    Returns:
+        The final checkpoint folder.
+    """
+    checkpoints_dir = Path(checkpoints_dir)
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    remove_temporary_folders(checkpoints_dir)
+    config = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "model": model_config,
+        "train": train_config,
+    }
+    try:
+        config_text = json.dumps(config, indent=2) + "\n"
+    except TypeError as error:
+        raise TypeError(
+            f"save_checkpoint: model_config must be JSON-serialisable ({error})"
+        ) from error
+    name = checkpoint_name(step)
+    final_dir = checkpoints_dir / name
+    tmp_dir = checkpoints_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp_dir.mkdir()
+    save_state_dict(state_dict, tmp_dir / MODEL_FILE)
+    (tmp_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+    torch.save(trainer_state, tmp_dir / TRAINER_FILE)
+    _fsync_folder_files(tmp_dir)
+    _replace_folder(tmp_dir, final_dir)
+    write_text_atomic(checkpoints_dir / LATEST_FILE, name + "\n")
+    prune_checkpoints(checkpoints_dir, keep=keep)
+    return final_dir
+
+
+def _fsync_folder_files(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _replace_folder(src: Path, dst: Path) -> None:
+    """Rename folder ``src`` to ``dst``; an existing ``dst`` is moved aside first, then deleted."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = dst.with_name(f".old-{dst.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of the checkpoint at ``path`` (see `resolve_checkpoint`)."""
+    config_path = resolve_checkpoint(path) / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"checkpoint config not found: {config_path}")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{config_path}: not valid JSON ({error})") from error
+    missing = [
+        key for key in ("step", "model") if not isinstance(config, dict) or key not in config
+    ]
+    if missing:
+        raise CheckpointError(f"{config_path}: missing key(s) {missing}")
+    return config
+
+
+def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``trainer.pt`` of the checkpoint at ``path``, loaded with ``weights_only=True``."""
+    trainer_path = resolve_checkpoint(path) / TRAINER_FILE
+    if not trainer_path.is_file():
+        raise FileNotFoundError(f"checkpoint trainer state not found: {trainer_path}")
+    try:
+        state = torch.load(trainer_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError for disallowed objects, RuntimeError if corrupt
+        raise CheckpointError(f"{trainer_path}: cannot be loaded safely ({error})") from error
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{trainer_path}: expected a dict with a 'step' entry")
+    return state
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Read a checkpoint: ``(state_dict, config, trainer_state)``, all on the CPU.
+
+    ``path`` may be a checkpoint folder, a ``checkpoints/`` folder or a run folder (the latest
+    complete checkpoint is used). ``config`` is the parsed ``config.json``: ``step``, ``model``
+    (the model's rebuild description) and ``train`` (the `TrainConfig` dict).
+    """
+    folder = resolve_checkpoint(path)
+    missing = [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"checkpoint {folder} is incomplete: missing {missing}")
+    state_dict = load_state_dict_file(folder / MODEL_FILE)
+    config = read_checkpoint_config(folder)
+    trainer_state = read_trainer_state(folder)
+    return state_dict, config, trainer_state
+
+
+def write_run_config(
+    *, run_dir: str | os.PathLike, model_config: dict[str, Any], train_config: dict[str, Any]
+) -> None:
+    """Write the run folder's ``config.json`` (model description + train config) atomically."""
+    write_json_atomic(Path(run_dir) / CONFIG_FILE, {"model": model_config, "train": train_config})

@@ -1,0 +1,11 @@
+"""structvision.evaluation: metrics for every task (COCO AP via pycocotools, VOC mAP, ...).
+
+Every evaluator follows one protocol, which the training engine relies on:
+``update(targets, predictions)``, a picklable ``records`` list that distributed ranks gather
+and concatenate, and ``compute() -> dict[str, float]`` with flat keys such as ``bbox/AP``.
+"""
+
+from structvision.evaluation.coco import COCOEvaluator
+from structvision.evaluation.voc import VOCEvaluator, voc_ap
+
+__all__ = ["COCOEvaluator", "VOCEvaluator", "voc_ap"]

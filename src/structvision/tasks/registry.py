@@ -1,0 +1,72 @@
+"""The recipe registry: `Recipe`, `Task` and the plain dict `RECIPES`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class RecipeError(ValueError):
+    """A recipe that does not exist, or a run that cannot be rebuilt from its files."""
+
+
+def no_recipes_message() -> str:
+    """What to say while no recipe is registered."""
+    return (
+        "No trainable recipes exist yet: this release ships the data, evaluation and training "
+        "engine; the first recipes (fast_rcnn, faster_rcnn) arrive with the detection models."
+    )
+
+
+@dataclass
+class Task:
+    """Everything ``structvision train`` needs, as built by a recipe's ``setup``.
+
+    ``model_config`` must let the recipe rebuild the model: it holds ``recipe`` (the name),
+    ``kwargs`` (for ``build_model``), ``class_names`` (index 0 is background) and, for datasets
+    with COCO category ids, ``label_to_category_id``.
+    """
+
+    model: nn.Module
+    model_config: dict[str, Any]
+    train_dataset: Dataset
+    val_dataset: Dataset | None
+    collate_fn: Callable
+    evaluator_factory: Callable[[], Any] | None
+    train_config: Any  # structvision.engine.TrainConfig: the recipe's defaults
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A trainable task: how to set it up, rebuild its model and evaluate it."""
+
+    name: str
+    summary: str
+    setup: Callable[..., Task]
+    build_model: Callable[..., nn.Module]
+    build_evaluator: Callable[[Dataset], Any]
+    collate_fn: Callable
+    #: Draws one prediction on its image: (image (3, H, W), prediction, class_names) -> uint8.
+    draw: Callable[[torch.Tensor, dict, Sequence[str]], torch.Tensor] | None = None
+    #: Keys of ``Task.model_config["kwargs"]`` a user may change with ``--set model.KEY=...``.
+    model_options: tuple[str, ...] = field(default_factory=tuple)
+
+
+#: The registry of recipes, by name. Later modules add their recipes here.
+RECIPES: dict[str, Recipe] = {}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``; an unknown name raises `RecipeError` listing the known ones."""
+    if name not in RECIPES:
+        if not RECIPES:
+            raise RecipeError(f"unknown recipe {name!r}. {no_recipes_message()}")
+        raise RecipeError(
+            f"unknown recipe {name!r}; available recipes: {', '.join(sorted(RECIPES))}"
+        )
+    return RECIPES[name]

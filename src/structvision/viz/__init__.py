@@ -1,0 +1,29 @@
+"""Overlays, colour maps, plots and the HTML run report."""
+
+from structvision.viz.draw import (
+    colorize_semantic,
+    draw_instances,
+    instance_colors,
+    save_png,
+    semantic_palette,
+    tile_images,
+)
+from structvision.viz.report import (
+    ReportSection,
+    plot_training_curves,
+    read_metrics_jsonl,
+    write_html_report,
+)
+
+__all__ = [
+    "ReportSection",
+    "colorize_semantic",
+    "draw_instances",
+    "instance_colors",
+    "plot_training_curves",
+    "read_metrics_jsonl",
+    "save_png",
+    "semantic_palette",
+    "tile_images",
+    "write_html_report",
+]

@@ -1,0 +1,175 @@
+"""Drawing predictions and ground truth on images.
+
+Everything here takes images as ``(3, H, W)`` float tensors in ``[0, 1]`` (the model contract)
+or ``uint8`` tensors, and returns ``(3, H', W')`` ``uint8`` tensors ready for
+:func:`save_png`. Boxes are absolute-pixel ``xyxy`` in the input image's coordinates.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.utils import (
+    draw_bounding_boxes,
+    draw_keypoints,
+    draw_segmentation_masks,
+    make_grid,
+)
+
+__all__ = [
+    "colorize_semantic",
+    "draw_instances",
+    "instance_colors",
+    "save_png",
+    "semantic_palette",
+    "tile_images",
+]
+
+_DRAW_KEYPOINTS_HAS_VISIBILITY = "visibility" in inspect.signature(draw_keypoints).parameters
+
+
+def semantic_palette(num_colors: int = 256) -> torch.Tensor:
+    """The Pascal VOC colour palette: ``(num_colors, 3)`` uint8, index 0 black.
+
+    Colour ``i`` spreads the bits of ``i`` over the three channels, most significant first, so
+    that neighbouring class ids get clearly different colours.
+    """
+    ids = torch.arange(num_colors)
+    palette = torch.zeros(num_colors, 3, dtype=torch.int64)
+    for bit in range(8):
+        for channel in range(3):
+            palette[:, channel] |= ((ids >> (3 * bit + channel)) & 1) << (7 - bit)
+    return palette.to(torch.uint8)
+
+
+def instance_colors(labels: torch.Tensor) -> list[tuple[int, int, int]]:
+    """One colour per instance, chosen by its class label so a class keeps its colour."""
+    palette = semantic_palette()
+    return [tuple(int(c) for c in palette[int(label) % 256]) for label in labels.tolist()]
+
+
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"image must be (3, H, W) or (1, H, W), got {tuple(image.shape)}")
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    if image.dtype == torch.uint8:
+        return image.cpu()
+    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def _upscale(image: torch.Tensor, scale: int) -> torch.Tensor:
+    # (3, H, W) uint8 -> (3, H*scale, W*scale), nearest neighbour so pixels stay crisp.
+    if scale == 1:
+        return image
+    return F.interpolate(image[None].float(), scale_factor=scale, mode="nearest")[0].to(torch.uint8)
+
+
+def draw_instances(
+    image: torch.Tensor,
+    instances: dict[str, torch.Tensor],
+    *,
+    class_names: Sequence[str] | None = None,
+    score_threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    skeleton: Sequence[tuple[int, int]] | None = None,
+    scale: int = 1,
+    mask_alpha: float = 0.45,
+) -> torch.Tensor:
+    """Draw boxes, class names, scores, masks and keypoints of one image.
+
+    Args:
+        image: ``(3, H, W)`` float in ``[0, 1]`` or uint8.
+        instances: a target or prediction dict: ``boxes (N, 4)`` xyxy pixels, ``labels (N,)``,
+            optional ``scores (N,)`` (instances under ``score_threshold`` are not drawn),
+            ``masks`` ``(N, H, W)`` or ``(N, 1, H, W)`` (uint8, or probabilities thresholded
+            at ``mask_threshold``) and ``keypoints (N, K, 3)`` as ``(x, y, visibility)``.
+        class_names: names indexed by label; label 0 is background. Without it labels are
+            written as numbers.
+        skeleton: pairs of keypoint indices to connect with lines.
+        scale: integer upscaling applied before drawing, so that small images stay legible.
+
+    Returns:
+        ``(3, H * scale, W * scale)`` uint8.
+    """
+    canvas = _upscale(_to_uint8(image), scale)
+    boxes = instances.get("boxes", torch.zeros(0, 4)).detach().float().cpu()
+    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"instances['boxes'] must be (N, 4), got {tuple(boxes.shape)}")
+    labels = instances.get("labels", torch.zeros(len(boxes), dtype=torch.int64)).cpu()
+    keep = torch.ones(len(boxes), dtype=torch.bool)
+    scores = instances.get("scores")
+    if scores is not None:
+        scores = scores.detach().float().cpu()
+        keep = scores >= score_threshold
+    if not keep.any():
+        return canvas
+    boxes, labels = boxes[keep], labels[keep]
+    colors = instance_colors(labels)
+
+    masks = instances.get("masks")
+    if masks is not None and len(masks):
+        masks = masks.detach().cpu()[keep]
+        if masks.ndim == 4:  # (N, 1, H, W) probabilities from a mask head
+            masks = masks[:, 0]
+        masks = masks > mask_threshold if masks.is_floating_point() else masks.bool()
+        if scale != 1:
+            masks = F.interpolate(masks[None].float(), scale_factor=scale, mode="nearest")[0] > 0
+        canvas = draw_segmentation_masks(canvas, masks, alpha=mask_alpha, colors=colors)
+
+    texts = []
+    for i, label in enumerate(labels.tolist()):
+        name = class_names[label] if class_names and 0 <= label < len(class_names) else str(label)
+        texts.append(f"{name} {scores[keep][i]:.2f}" if scores is not None else name)
+    canvas = draw_bounding_boxes(canvas, boxes * scale, labels=texts, colors=colors, width=2)
+
+    keypoints = instances.get("keypoints")
+    if keypoints is not None and len(keypoints):
+        keypoints = keypoints.detach().float().cpu()[keep]
+        xy = keypoints[..., :2] * scale
+        visible = keypoints[..., 2] > 0
+        connectivity = [tuple(pair) for pair in skeleton] if skeleton else None
+        if _DRAW_KEYPOINTS_HAS_VISIBILITY:
+            canvas = draw_keypoints(
+                canvas, xy, connectivity=connectivity, colors="yellow", visibility=visible
+            )
+        else:  # torchvision < 0.20: draw only the visible points, without the skeleton
+            for points, vis in zip(xy, visible, strict=True):
+                canvas = draw_keypoints(canvas, points[vis][None], colors="yellow")
+    return canvas
+
+
+def colorize_semantic(semantic: torch.Tensor, *, ignore_index: int = 255) -> torch.Tensor:
+    """Colour a ``(H, W)`` int label map with the VOC palette; ignored pixels become white.
+
+    Returns ``(3, H, W)`` uint8.
+    """
+    if semantic.ndim != 2:
+        raise ValueError(f"semantic must be (H, W), got {tuple(semantic.shape)}")
+    labels = semantic.detach().long().cpu()
+    palette = semantic_palette()
+    palette[ignore_index % 256] = torch.tensor([255, 255, 255], dtype=torch.uint8)
+    return palette[labels.clamp(0, 255)].permute(2, 0, 1).contiguous()
+
+
+def tile_images(
+    images: Sequence[torch.Tensor], *, columns: int = 4, padding: int = 4
+) -> torch.Tensor:
+    """Tile same-sized ``(3, H, W)`` uint8 images into one grid image (white gaps)."""
+    if not images:
+        raise ValueError("tile_images needs at least one image")
+    return make_grid(list(images), nrow=columns, padding=padding, pad_value=255)
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> Path:
+    """Write a ``(3, H, W)`` uint8 (or float in [0, 1]) image as PNG; parent folders are made."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = _to_uint8(image).permute(1, 2, 0).numpy()
+    Image.fromarray(array).save(path)
+    return path

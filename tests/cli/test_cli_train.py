@@ -1,0 +1,195 @@
+"""`structvision train / eval / predict` end to end, with a tiny recipe registered by the test."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from typer.testing import CliRunner
+
+from structvision import tasks
+from structvision.cli import app
+from structvision.data.collate import collate_detection
+from structvision.data.spec import build_dataset
+from structvision.engine import TrainConfig
+from structvision.evaluation import COCOEvaluator
+
+runner = CliRunner()
+DATA = "shapes:image_size=48,num_images=6,max_objects=2"
+
+
+class OneBoxNet(nn.Module):
+    """Predicts one box and one class per image from pooled features (a contract-following toy)."""
+
+    def __init__(self, *, num_classes: int, width: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, kernel_size=3, stride=2, padding=1)
+        self.box_head = nn.Linear(width, 4)
+        self.cls_head = nn.Linear(width, num_classes + 1)
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        x = torch.stack([F.interpolate(im[None], size=(32, 32)) for im in images])[:, 0]
+        features = F.relu(self.conv(x)).mean(dim=(2, 3))  # (B, width)
+        sizes = torch.tensor([[im.shape[2], im.shape[1]] * 2 for im in images], dtype=x.dtype)
+        corners = torch.sigmoid(self.box_head(features)).view(-1, 2, 2)  # (B, 2 corners, xy)
+        relative = torch.cat([corners.min(dim=1).values, corners.max(dim=1).values], dim=1)
+        pred_boxes = relative * sizes  # (B, 4) xyxy pixels
+        logits = self.cls_head(features)  # (B, K + 1)
+        if not self.training:
+            scores, labels = logits[:, 1:].softmax(dim=1).max(dim=1)
+            return [
+                {
+                    "boxes": pred_boxes[i : i + 1],
+                    "labels": labels[i : i + 1] + 1,
+                    "scores": scores[i : i + 1],
+                }
+                for i in range(len(images))
+            ]
+        gt_labels = torch.stack(
+            [t["labels"][0] if len(t["labels"]) else torch.tensor(0) for t in targets]
+        )
+        has_box = torch.tensor([len(t["boxes"]) > 0 for t in targets])
+        gt_boxes = torch.stack(
+            [t["boxes"][0] if len(t["boxes"]) else torch.zeros(4) for t in targets]
+        )
+        loss_box = F.smooth_l1_loss(relative[has_box], (gt_boxes / sizes)[has_box], reduction="sum")
+        return {
+            "loss_cls": F.cross_entropy(logits, gt_labels),
+            "loss_box": loss_box / max(len(targets), 1),
+        }
+
+
+def _setup(*, data: str, val_data: str | None, model_overrides: dict) -> tasks.Task:
+    train_dataset = build_dataset(data, split="train")
+    kwargs = {"num_classes": len(train_dataset.categories), **model_overrides}
+    return tasks.Task(
+        model=OneBoxNet(**kwargs),
+        model_config={
+            "recipe": "one_box",
+            "kwargs": kwargs,
+            "class_names": ["__background__", *(c["name"] for c in train_dataset.categories)],
+        },
+        train_dataset=train_dataset,
+        val_dataset=build_dataset(val_data or data, split="val"),
+        collate_fn=collate_detection,
+        evaluator_factory=lambda: COCOEvaluator(iou_types=("bbox",)),
+        train_config=TrainConfig(
+            max_steps=4, batch_size=2, lr=0.05, log_every=1, checkpoint_every=2, progress=False
+        ),
+    )
+
+
+@pytest.fixture
+def one_box_recipe(monkeypatch):
+    recipe = tasks.Recipe(
+        name="one_box",
+        summary="one box per image (test toy)",
+        setup=_setup,
+        build_model=OneBoxNet,
+        build_evaluator=lambda dataset: COCOEvaluator(iou_types=("bbox",)),
+        collate_fn=collate_detection,
+        model_options=("width",),
+    )
+    monkeypatch.setitem(tasks.RECIPES, "one_box", recipe)
+    return recipe
+
+
+def test_unknown_recipe_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["train", "nope", "--data", "shapes", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "unknown recipe 'nope'" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_eval_predict_resume(one_box_recipe, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "one_box", "--data", DATA, "--out", str(run), "--set", "model.width=4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "bbox/AP" in result.output
+    for name in ("config.json", "metrics.jsonl", "metrics.json", "report.html", "loss.png"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == [
+        "step_000002",
+        "step_000004",
+    ]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) >= {"bbox/AP", "bbox/AP50", "bbox/ARl"}
+    assert len(list((run / "predictions").glob("*.png"))) == 6  # the 6 validation images
+    config = json.loads((run / "checkpoints" / "step_000004" / "config.json").read_text())
+    assert config["model"]["kwargs"] == {"num_classes": 6, "width": 4}
+
+    # The same folder again is refused, and nothing in it changes.
+    before = (run / "metrics.json").read_bytes()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--resume" in again.output
+    assert (run / "metrics.json").read_bytes() == before
+
+    # Resume to more steps continues from step 4.
+    resumed = runner.invoke(app, [*args, "--resume", "--max-steps", "6"])
+    assert resumed.exit_code == 0, resumed.output
+    assert (run / "checkpoints" / "step_000006").is_dir()
+    steps = [
+        r["step"]
+        for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        if r.get("kind") == "train"
+    ]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+    # eval: prints and writes JSON
+    out_json = tmp_path / "eval.json"
+    evaluated = runner.invoke(app, ["eval", str(run), "--data", DATA, "--out", str(out_json)])
+    assert evaluated.exit_code == 0, evaluated.output
+    written = json.loads(out_json.read_text())
+    assert written["recipe"] == "one_box" and "bbox/AP" in written["metrics"]
+
+    # predict: overlays + COCO-style JSON; a bad image fails before anything is written
+    from structvision.viz import save_png
+
+    image, _ = build_dataset(DATA, split="val")[0]
+    save_png(image, tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "bad.png").write_bytes(b"not an image")
+    bad = runner.invoke(
+        app, ["predict", str(run), str(tmp_path / "in" / "bad.png"), "--out", str(tmp_path / "p1")]
+    )
+    assert bad.exit_code == 2 and "bad.png" in bad.output and not (tmp_path / "p1").exists()
+    predicted = runner.invoke(
+        app,
+        [
+            "predict",
+            str(run),
+            str(tmp_path / "in" / "a.png"),
+            "--out",
+            str(tmp_path / "p"),
+            "--score-threshold",
+            "0",
+        ],
+    )
+    assert predicted.exit_code == 0, predicted.output
+    results = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert len(results) == 1 and results[0]["file_name"] == "a.png" and len(results[0]["bbox"]) == 4
+    assert (tmp_path / "p" / "a.png").is_file()
+
+
+def test_set_rejects_unknown_model_option(one_box_recipe, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "one_box",
+            "--data",
+            DATA,
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "model.depth=3",
+        ],
+    )
+    assert result.exit_code == 2 and "model.width" in result.output
+    bad_key = runner.invoke(
+        app, ["train", "one_box", "--data", DATA, "--out", str(tmp_path / "r2"), "--set", "lrr=3"]
+    )
+    assert bad_key.exit_code == 2 and "lrr" in bad_key.output

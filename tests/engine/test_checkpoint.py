@@ -1,0 +1,158 @@
+import copy
+import json
+
+import pytest
+import torch
+from engine_toys import ToyNet, clone_state, states_equal
+from torch import nn
+
+from structvision.engine import (
+    CheckpointError,
+    find_latest_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from structvision.engine.checkpoint import load_state_dict_file, save_state_dict
+
+
+def _trainer_state(model, step):
+    model = copy.deepcopy(model)  # the optimizer step below must not touch the saved weights
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.rand(2, 3, 8, 8).unbind(0), [{"labels": torch.tensor([1])}] * 2)[
+        "loss_cls"
+    ].backward()
+    optimizer.step()
+    return {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "rng": [{"torch": torch.get_rng_state()}],
+    }
+
+
+def _save(checkpoints_dir, model, step, keep=0):
+    return save_checkpoint(
+        checkpoints_dir=checkpoints_dir,
+        step=step,
+        state_dict=model.state_dict(),
+        model_config={"name": "toy", "num_classes": 3},
+        train_config={"lr": 0.1},
+        trainer_state=_trainer_state(model, step),
+        keep=keep,
+    )
+
+
+def test_round_trip(tmp_path):
+    model = ToyNet()
+    folder = _save(tmp_path / "checkpoints", model, step=12)
+    assert folder.name == "step_000012"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "trainer.pt",
+    ]
+    state_dict, config, trainer_state = load_checkpoint(tmp_path)  # a run folder resolves too
+    assert states_equal(state_dict, model.state_dict())
+    assert config["step"] == 12 and config["model"] == {"name": "toy", "num_classes": 3}
+    assert config["train"] == {"lr": 0.1}
+    assert trainer_state["step"] == 12
+    assert trainer_state["optimizer"]["state"][0]["exp_avg"].shape == model.conv.weight.shape
+    # trainer.pt is plain data: the safe loader reads it
+    torch.load(folder / "trainer.pt", weights_only=True)
+
+    fresh = ToyNet()
+    assert not states_equal(clone_state(fresh), state_dict)
+    load_model_weights(fresh, folder)
+    assert states_equal(fresh.state_dict(), model.state_dict())
+
+
+class _Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(5, 3)
+        self.decode = nn.Linear(3, 5, bias=False)
+        self.decode.weight = self.embed.weight  # one tensor, two names
+        self.view = nn.Parameter(torch.arange(6.0).reshape(2, 3)[:, 1])  # non-contiguous
+
+
+def test_shared_and_non_contiguous_tensors(tmp_path):
+    model = _Tied()
+    save_state_dict(model.state_dict(), tmp_path / "w.safetensors")
+    loaded = load_state_dict_file(tmp_path / "w.safetensors")
+    assert states_equal(loaded, model.state_dict())
+    fresh = _Tied()
+    load_model_weights(fresh, tmp_path / "w.safetensors")
+    assert fresh.decode.weight is fresh.embed.weight
+    assert torch.equal(fresh.embed.weight, model.embed.weight)
+
+
+def test_key_and_shape_errors_name_the_problem(tmp_path):
+    save_state_dict(
+        {"conv.weight": torch.zeros(8, 3, 3, 3), "extra.bias": torch.zeros(2)},
+        tmp_path / "w.safetensors",
+    )
+    with pytest.raises(
+        CheckpointError, match=r"w\.safetensors.*missing.*conv\.bias.*unexpected.*extra\.bias"
+    ):
+        load_model_weights(ToyNet(), tmp_path / "w.safetensors")
+    state = ToyNet().state_dict()
+    state["head.weight"] = torch.zeros(5, 8)
+    save_state_dict(state, tmp_path / "s.safetensors")
+    with pytest.raises(
+        CheckpointError, match=r"head\.weight: checkpoint \(5, 8\) vs model \(4, 8\)"
+    ):
+        load_model_weights(ToyNet(), tmp_path / "s.safetensors")
+
+
+def test_missing_and_corrupt_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_checkpoint(tmp_path / "nowhere")
+    folder = _save(tmp_path / "checkpoints", ToyNet(), step=1)
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors"):
+        load_checkpoint(folder)
+    folder = _save(tmp_path / "checkpoints", ToyNet(), step=2)
+    torch.save({"step": 2, "evil": nn.Linear(1, 1)}, folder / "trainer.pt")  # needs full pickle
+    with pytest.raises(CheckpointError, match=r"trainer\.pt.*cannot be loaded safely"):
+        load_checkpoint(folder)
+    (folder / "trainer.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"trainer\.pt"):
+        load_checkpoint(folder)
+
+
+def test_interrupted_save_is_ignored_then_cleaned(tmp_path):
+    checkpoints_dir = tmp_path / "checkpoints"
+    _save(checkpoints_dir, ToyNet(), step=4)
+    # what a run killed while writing step 9 leaves behind: a partial temporary folder
+    leftover = checkpoints_dir / ".tmp-step_000009-4242-deadbeef"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"\0" * 10)
+    assert find_latest_checkpoint(checkpoints_dir).name == "step_000004"
+    assert resolve_checkpoint(tmp_path).name == "step_000004"
+    # an incomplete step folder (e.g. copied by hand) is not picked either
+    (checkpoints_dir / "step_000010").mkdir()
+    (checkpoints_dir / "LATEST").write_text("step_000010\n")
+    assert find_latest_checkpoint(checkpoints_dir).name == "step_000004"
+    _save(checkpoints_dir, ToyNet(), step=5)
+    assert not leftover.exists()
+    assert (checkpoints_dir / "LATEST").read_text().strip() == "step_000005"
+
+
+def test_pruning_keeps_newest_and_resaving_replaces(tmp_path):
+    checkpoints_dir = tmp_path / "checkpoints"
+    model = ToyNet()
+    for step in (1, 2, 3, 4):
+        _save(checkpoints_dir, model, step=step, keep=2)
+    assert sorted(p.name for p in checkpoints_dir.iterdir()) == [
+        "LATEST",
+        "step_000003",
+        "step_000004",
+    ]
+    with torch.no_grad():
+        model.head.bias.fill_(3.0)
+    _save(checkpoints_dir, model, step=4, keep=2)  # same step again: replaced whole
+    state_dict, _, _ = load_checkpoint(checkpoints_dir / "step_000004")
+    assert torch.equal(state_dict["head.bias"], torch.full((4,), 3.0))
+    assert json.loads((checkpoints_dir / "step_000004" / "config.json").read_text())["step"] == 4
+    assert not [p for p in checkpoints_dir.iterdir() if p.name.startswith(".")]
