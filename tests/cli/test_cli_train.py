@@ -145,6 +145,8 @@ def test_train_eval_predict_resume(one_box_recipe, tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     written = json.loads(out_json.read_text())
     assert written["recipe"] == "one_box" and "bbox/AP" in written["metrics"]
+    results = json.loads((tmp_path / "eval.predictions.json").read_text())
+    assert len(results) == 6 and {"image_id", "category_id", "bbox", "score"} <= set(results[0])
 
     # predict: overlays + COCO-style JSON; a bad image fails before anything is written
     from structvision.viz import save_png

@@ -9,6 +9,9 @@ or a path to data on disk in a standard format:
 
     path/to/folder            a folder holding ``annotations.json`` (and ``images/``)
     path/to/instances.json    a COCO annotation file (images found as CocoDataset documents)
+    path/to/data:skip_invalid=true
+                              settings after the path go to the reader: skip bad records
+                              (each one is warned about) instead of refusing the dataset
     path/to/VOC2007           a Pascal VOC folder (Annotations/, JPEGImages/, ImageSets/Main/),
                               or a VOCdevkit folder holding one; the split picks the image set
 """
@@ -38,11 +41,9 @@ class DataSpec:
     path: Path | None = None
 
     def __str__(self) -> str:
-        if self.kind != "generator":
-            return str(self.path)
-        if not self.options:
-            return self.name
-        return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.options.items())
+        settings = ",".join(f"{k}={v}" for k, v in self.options.items())
+        head = self.name if self.kind == "generator" else str(self.path)
+        return f"{head}:{settings}" if settings else head
 
 
 def parse_value(text: str) -> Any:
@@ -76,23 +77,19 @@ def parse_spec(spec: str) -> DataSpec:
     name, _, settings = spec.partition(":")
     generators = _generators()
     if name in generators:
-        options: dict[str, Any] = {}
-        for item in filter(None, (part.strip() for part in settings.split(","))):
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ValueError(
-                    f"data SPEC {spec!r}: setting {item!r} is not of the form key=value"
-                )
-            options[key.strip()] = parse_value(value.strip())
-        return DataSpec(kind="generator", name=name, options=options)
-    path = Path(spec).expanduser()
+        return DataSpec(kind="generator", name=name, options=_parse_settings(spec, settings))
+    path, options = Path(spec).expanduser(), {}
+    if not path.exists() and ":" in spec:  # path/to/data:skip_invalid=true
+        head, _, settings = spec.rpartition(":")
+        if Path(head).expanduser().exists():
+            path, options = Path(head).expanduser(), _parse_settings(spec, settings)
     if not path.exists():
         known = ", ".join(sorted(generators))
         raise ValueError(
             f"data SPEC {spec!r} is neither a built-in generator ({known}) nor an existing path"
         )
     if path.is_dir() and _is_voc_folder(path):
-        return DataSpec(kind="voc", name="voc", path=path)
+        return DataSpec(kind="voc", name="voc", options=options, path=path)
     if path.is_dir():
         annotations = path / "annotations.json"
         if not annotations.is_file():
@@ -102,7 +99,17 @@ def parse_spec(spec: str) -> DataSpec:
         path = annotations
     if path.suffix.lower() != ".json":
         raise ValueError(f"data file {path} is not a COCO .json annotation file")
-    return DataSpec(kind="coco", name="coco", path=path)
+    return DataSpec(kind="coco", name="coco", options=options, path=path)
+
+
+def _parse_settings(spec: str, settings: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in settings.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"data SPEC {spec!r}: setting {item!r} is not of the form key=value")
+        options[key.strip()] = parse_value(value.strip())
+    return options
 
 
 def build_dataset(spec: str | DataSpec, *, split: str = "train", **kwargs: Any) -> Dataset:
@@ -131,7 +138,14 @@ def build_dataset(spec: str | DataSpec, *, split: str = "train", **kwargs: Any) 
         image_set = {"train": "trainval", "val": "test"}.get(split, split)
         if not (root / "ImageSets" / "Main" / f"{image_set}.txt").is_file():
             image_set = {"trainval": "train", "test": "val"}.get(image_set, image_set)
-        return VOCDetection(root, image_set=image_set, **kwargs)
+        return _construct(VOCDetection, spec, root, image_set=image_set, **spec.options, **kwargs)
     from structvision.data.coco import CocoDataset
 
-    return CocoDataset(spec.path, **kwargs)
+    return _construct(CocoDataset, spec, spec.path, **spec.options, **kwargs)
+
+
+def _construct(cls: type, spec: DataSpec, *args: Any, **kwargs: Any) -> Dataset:
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as error:  # an unknown setting in the SPEC
+        raise ValueError(f"data SPEC {spec}: {error}") from error

@@ -24,6 +24,7 @@ import contextlib
 import copy
 import io
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
+
+from structvision.evaluation.records import unique_by_image_id
 
 __all__ = ["IOU_TYPES", "COCOEvaluator", "metric_names"]
 
@@ -343,15 +346,6 @@ class COCOEvaluator:
                 }
             )
 
-    def _unique_records(self) -> list[dict[str, Any]]:
-        seen: set[int] = set()
-        unique = []
-        for record in self.records:
-            if record["image_id"] not in seen:
-                seen.add(record["image_id"])
-                unique.append(record)
-        return unique
-
     def _build_gt(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         if self.gt_dataset is not None:
             known = {image["id"] for image in self.gt_dataset["images"]}
@@ -384,7 +378,7 @@ class COCOEvaluator:
         if iou_type is not None and iou_type not in IOU_TYPES:
             raise ValueError(f"iou_type must be None or one of {IOU_TYPES}, got {iou_type!r}")
         results = []
-        for record in self._unique_records():
+        for record in unique_by_image_id(self.records):
             results += _detections(record, iou_type)
         if iou_type == "segm":
             results = [r for r in results if "segmentation" in r]
@@ -393,11 +387,13 @@ class COCOEvaluator:
         return results
 
     def results_json(self, path: str | Path, iou_type: str | None = None) -> Path:
-        """Write :meth:`coco_results` to ``path`` as JSON; returns the path."""
+        """Write :meth:`coco_results` to ``path`` as JSON (temporary file, then renamed)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(self.coco_results(iou_type), f)
+        os.replace(tmp, path)
         return path
 
     def _num_keypoints(self, gt: dict[str, Any]) -> int:
@@ -462,7 +458,7 @@ class COCOEvaluator:
 
     def compute(self) -> dict[str, float]:
         """Evaluate everything seen so far; returns flat ``{"bbox/AP": ..., ...}`` metrics."""
-        records = self._unique_records()
+        records = unique_by_image_id(self.records)
         gt = self._build_gt(records)
         self._check_gt_fields(records)
         gt_coco = _coco_from_dict(gt)

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from structvision.evaluation.records import unique_by_image_id
+
 __all__ = ["VOCEvaluator", "voc_ap"]
 
 BACKGROUND = "__background__"
@@ -254,18 +256,9 @@ class VOCEvaluator:
         for target, prediction in zip(targets, predictions, strict=True):
             self.records.append(self._record(target, prediction))
 
-    def _unique_records(self) -> list[dict[str, Any]]:
-        seen: set[int] = set()
-        unique = []
-        for record in self.records:
-            if record["image_id"] not in seen:
-                seen.add(record["image_id"])
-                unique.append(record)
-        return unique
-
     def average_precisions(self) -> dict[int, float]:
         """AP per label, for the labels with at least one non-difficult ground-truth box."""
-        records = self._unique_records()
+        records = unique_by_image_id(self.records)
         num_positives = np.zeros(self.num_classes + 1, dtype=np.int64)  # (K + 1,)
         scores, labels, outcomes = [], [], []
         for record in records:

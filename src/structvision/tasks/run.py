@@ -175,8 +175,9 @@ def _slug(text: str) -> str:
 def run_eval(run: str | Path, *, data: str, out: str | Path | None = None) -> dict[str, float]:
     """Evaluate the model of ``run`` on ``data``; metrics are written as JSON and returned.
 
-    Without ``out`` the JSON goes to ``RUN/eval/<data>.json`` (for a run folder) or beside the
-    checkpoint.
+    Without ``out`` the JSON goes to ``RUN/eval/<data>.json``. Evaluators that can write their
+    predictions (COCO) also write them beside it, as ``<name>.predictions.json`` in the COCO
+    results format.
     """
     from structvision.engine import evaluate
     from structvision.engine.files import write_json_atomic
@@ -189,6 +190,8 @@ def run_eval(run: str | Path, *, data: str, out: str | Path | None = None) -> di
     )
     target = Path(out) if out is not None else Path(run) / "eval" / f"{_slug(data)}.json"
     write_json_atomic(target, {"data": data, "recipe": recipe.name, "metrics": metrics})
+    if hasattr(evaluator, "results_json"):
+        evaluator.results_json(target.with_name(target.stem + ".predictions.json"))
     return metrics
 
 

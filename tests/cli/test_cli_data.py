@@ -1,0 +1,100 @@
+"""`structvision data synth / check` and `structvision demo`, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from pycocotools.coco import COCO
+from typer.testing import CliRunner
+
+from structvision.cli import app
+from structvision.data.spec import build_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "shapes"
+    result = runner.invoke(
+        app, ["data", "synth", "shapes", "--out", str(out), "--num-images", "200", "--seed", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_synth_writes_a_dataset_pycocotools_loads_and_check_passes(synth_dir):
+    coco = COCO(str(synth_dir / "annotations.json"))
+    assert len(coco.getImgIds()) == 200
+    assert len(list((synth_dir / "images").glob("*.png"))) == 200
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())][:2] == ["circle", "square"]
+    result = runner.invoke(app, ["data", "check", str(synth_dir / "annotations.json")])
+    assert result.exit_code == 0, result.output
+    assert "no problems" in result.output
+
+
+def test_synth_refuses_to_overwrite_and_names_bad_arguments(synth_dir, tmp_path):
+    before = (synth_dir / "annotations.json").read_bytes()
+    result = runner.invoke(app, ["data", "synth", "shapes", "--out", str(synth_dir)])
+    assert result.exit_code == 2 and "not empty" in result.output
+    assert (synth_dir / "annotations.json").read_bytes() == before
+    unknown = runner.invoke(app, ["data", "synth", "blobs", "--out", str(tmp_path / "x")])
+    assert unknown.exit_code == 2 and "shapes" in unknown.output
+
+
+def test_check_reports_a_hand_broken_copy_record_by_record(synth_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(synth_dir, broken)
+    data = json.loads((broken / "annotations.json").read_text())
+    data["annotations"][0]["bbox"][2] = -5.0  # negative width
+    data["annotations"][1]["category_id"] = 99  # unknown category
+    data["annotations"][3]["id"] = data["annotations"][2]["id"]  # duplicate id
+    (broken / "images" / data["images"][5]["file_name"]).unlink()  # missing image file
+    (broken / "images" / data["images"][6]["file_name"]).write_bytes(b"garbage")  # corrupt image
+    (broken / "annotations.json").write_text(json.dumps(data))
+
+    result = runner.invoke(app, ["data", "check", str(broken)], terminal_width=200)
+    assert result.exit_code == 1
+    out = result.output
+    assert "5 problem(s)" in out
+    assert f"annotation id {data['annotations'][0]['id']}" in out
+    assert "99" in out
+    assert "duplicate" in out.lower()
+    assert data["images"][5]["file_name"] in out and data["images"][6]["file_name"] in out
+
+    # Training data refuses the broken copy with the same list, or skips bad records when asked.
+    with pytest.raises(ValueError, match="99"):
+        build_dataset(str(broken), split="train")
+    with pytest.warns(UserWarning):
+        skipping = build_dataset(f"{broken}:skip_invalid=true", split="train")
+    assert 190 <= len(skipping) < 200 and skipping.skipped
+
+
+def test_check_on_missing_file_is_one_clear_line(tmp_path):
+    result = runner.invoke(app, ["data", "check", str(tmp_path / "nope.json")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_quick_demo_writes_its_outputs(tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in (
+        "samples.png",
+        "semantic.png",
+        "index.html",
+        "demo.json",
+        "shapes-coco/annotations.json",
+    ):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["coco_roundtrip/bbox/AP"] == 1.0 and summary["coco_roundtrip/segm/AP"] == 1.0
+    # Running it again reuses its own folder; a foreign non-empty folder is refused.
+    assert runner.invoke(app, ["demo", "--quick", "--out", str(out)]).exit_code == 0
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    refused = runner.invoke(app, ["demo", "--quick", "--out", str(foreign)])
+    assert refused.exit_code == 2 and (foreign / "thesis.tex").read_text() == "precious"
