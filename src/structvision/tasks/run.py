@@ -196,16 +196,12 @@ def run_eval(run: str | Path, *, data: str, out: str | Path | None = None) -> di
 
 
 def _read_image(path: Path) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
+    """``(3, H, W)`` float in [0, 1]; a missing or unreadable file raises naming it."""
+    from structvision.data.coco import read_rgb_image
 
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as pil:
-            array = torch.from_numpy(__import__("numpy").asarray(pil.convert("RGB")).copy())
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"image {path} cannot be read ({error})") from error
-    return array.permute(2, 0, 1).float() / 255.0  # (3, H, W) in [0, 1]
+    return read_rgb_image(path)
 
 
 def run_predict(
@@ -233,17 +229,19 @@ def run_predict(
     class_names = model_config.get("class_names", ())
     to_category = {int(k): v for k, v in model_config.get("label_to_category_id", {}).items()}
     out = Path(out)
+    paths_stems = [p.stem for p in paths]  # equal names from different folders get an index
     results = []
     with torch.no_grad():
-        for path, image in zip(paths, loaded, strict=True):
+        for index, (path, image) in enumerate(zip(paths, loaded, strict=True)):
             prediction = _to_cpu(model([image.to(device)])[0])
             if "scores" in prediction:
                 keep = prediction["scores"] >= score_threshold
                 prediction = {
-                    k: v[keep] if torch.is_tensor(v) and len(v) == len(keep) else v
+                    k: v[keep] if torch.is_tensor(v) and v.ndim and len(v) == len(keep) else v
                     for k, v in prediction.items()
                 }
-            save_png(_draw(recipe, image, prediction, class_names), out / f"{path.stem}.png")
+            name = path.stem if paths_stems.count(path.stem) == 1 else f"{path.stem}_{index}"
+            save_png(_draw(recipe, image, prediction, class_names), out / f"{name}.png")
             results += _instance_results(path.name, prediction, to_category)
     target = out / "predictions.json"
     write_json_atomic(target, results)
