@@ -163,7 +163,7 @@ def test_weights_path_missing_keys_error_names_file_and_keys(tmp_path) -> None:
     state_dict["extra.weight"] = torch.zeros(1)
     path = tmp_path / "broken.pth"
     torch.save(state_dict, path)
-    with pytest.raises(ValueError, match="broken.pth") as info:
+    with pytest.raises(ValueError, match=r"broken\.pth") as info:
         resnet_backbone(18, weights_path=path)
     assert "layer2.0.conv1.weight" in str(info.value)
     assert "extra.weight" in str(info.value)
@@ -178,13 +178,13 @@ def test_weights_path_shape_mismatch_and_garbage_and_absent(tmp_path) -> None:
         resnet_backbone(18, weights_path=wrong_shape)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(ValueError, match="garbage.pth"):
+    with pytest.raises(ValueError, match=r"garbage\.pth"):
         resnet_backbone(18, weights_path=garbage)
     not_a_dict = tmp_path / "list.pth"
     torch.save([torch.zeros(1)], not_a_dict)
-    with pytest.raises(ValueError, match="list.pth"):
+    with pytest.raises(ValueError, match=r"list\.pth"):
         resnet_backbone(18, weights_path=not_a_dict)
-    with pytest.raises(FileNotFoundError, match="absent.pth"):
+    with pytest.raises(FileNotFoundError, match=r"absent\.pth"):
         resnet_backbone(18, weights_path=tmp_path / "absent.pth")
 
 

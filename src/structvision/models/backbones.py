@@ -321,8 +321,8 @@ def small_backbone(
 ) -> SmallBackbone:
     """A :class:`SmallBackbone` with channels ``width * (1, 2, 4, 8)`` at strides 4 .. 32.
 
-    Meant for training from scratch on a CPU (about 0.4 M parameters at ``width=32`` up to
-    ``c4``, 1.6 M with ``c5``). ``norm="group"`` uses ``GroupNorm`` with 32 groups (fewer when
+    Meant for training from scratch on a CPU (about 0.3 M parameters at ``width=32`` up to
+    ``c4``, 1.2 M with ``c5``). ``norm="group"`` uses ``GroupNorm`` with 32 groups (fewer when
     the channel count is not a multiple of 32). Frozen BatchNorm is refused: with no pretrained
     statistics it would be the identity.
     """

@@ -37,9 +37,7 @@ __all__ = [
 class LastLevelMaxPool(nn.Module):
     """One extra level ``"pool"``: the last output sub-sampled by 2 (``max_pool2d``, kernel 1)."""
 
-    def forward(
-        self, results: list[Tensor], names: list[str]
-    ) -> tuple[list[Tensor], list[str]]:
+    def forward(self, results: list[Tensor], names: list[str]) -> tuple[list[Tensor], list[str]]:
         return [*results, F.max_pool2d(results[-1], 1, 2, 0)], [*names, "pool"]
 
 
@@ -51,14 +49,11 @@ class LastLevelP6P7(nn.Module):
         self.p6 = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
         self.p7 = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
-    def forward(
-        self, results: list[Tensor], names: list[str]
-    ) -> tuple[list[Tensor], list[str]]:
+    def forward(self, results: list[Tensor], names: list[str]) -> tuple[list[Tensor], list[str]]:
         p6 = self.p6(results[-1])
         p7 = self.p7(F.relu(p6))
-        return [*results, p6, p7], [*names, _next_level_name(names[-1], 1), _next_level_name(
-            names[-1], 2
-        )]
+        p6_name, p7_name = _next_level_name(names[-1], 1), _next_level_name(names[-1], 2)
+        return [*results, p6, p7], [*names, p6_name, p7_name]
 
 
 def _next_level_name(last_name: str, offset: int) -> str:
