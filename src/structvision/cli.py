@@ -231,12 +231,17 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for overlays and predictions.json.")],
     score_threshold: Annotated[float, typer.Option("--score-threshold")] = 0.5,
+    crf: Annotated[
+        bool, typer.Option("--crf", help="Refine a semantic segmentation with the dense CRF.")
+    ] = False,
 ) -> None:
     """Run a trained model on images; writes overlays and COCO-format predictions.json."""
     from structvision import tasks
 
     try:
-        path = tasks.run_predict(run, images=images, out=out, score_threshold=score_threshold)
+        path = tasks.run_predict(
+            run, images=images, out=out, score_threshold=score_threshold, crf=crf
+        )
     except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
         _fail(str(error))
     console.print(f"predictions written to {path}")

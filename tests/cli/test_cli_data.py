@@ -77,7 +77,12 @@ def test_check_on_missing_file_is_one_clear_line(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def test_quick_demo_writes_its_outputs(tmp_path):
+def test_quick_demo_writes_its_outputs(tmp_path, monkeypatch):
+    import structvision.demo
+
+    monkeypatch.setattr(
+        structvision.demo, "QUICK_TRAIN_STEPS", 4
+    )  # the tour's shape, not its length
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -195,3 +195,106 @@ def test_set_rejects_unknown_model_option(one_box_recipe, tmp_path):
         app, ["train", "one_box", "--data", DATA, "--out", str(tmp_path / "r2"), "--set", "lrr=3"]
     )
     assert bad_key.exit_code == 2 and "lrr" in bad_key.output
+
+
+def test_detection_recipes_train_eval_predict_from_the_cli(tmp_path):
+    from structvision.viz import save_png
+
+    listed = runner.invoke(app, ["recipes"], terminal_width=200)
+    assert listed.exit_code == 0 and "faster_rcnn" in listed.output and "fast_rcnn" in listed.output
+    data = "shapes:image_size=64,num_images=4,max_objects=2"
+    run = tmp_path / "frcnn"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "faster_rcnn",
+            "--data",
+            data,
+            "--out",
+            str(run),
+            "--max-steps",
+            "2",
+            "--set",
+            "batch_size=2",
+            "--set",
+            "model.width=8",
+            "--set",
+            "model.min_size=64",
+            "--set",
+            "model.max_size=64",
+            "--set",
+            "progress=false",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["recipe"] == "faster_rcnn" and config["model"]["kwargs"]["width"] == 8
+    assert config["model"]["class_names"][0] == "__background__"
+    evaluated = runner.invoke(app, ["eval", str(run), "--data", data])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert list((run / "eval").glob("*.json"))
+    image, _ = build_dataset(data, split="val")[0]
+    save_png(image, tmp_path / "x.png")
+    predicted = runner.invoke(
+        app, ["predict", str(run), str(tmp_path / "x.png"), "--out", str(tmp_path / "p")]
+    )
+    assert predicted.exit_code == 0, predicted.output
+    assert (tmp_path / "p" / "predictions.json").is_file()
+    bad_arch = runner.invoke(
+        app,
+        [
+            "train",
+            "faster_rcnn",
+            "--data",
+            data,
+            "--out",
+            str(tmp_path / "r2"),
+            "--set",
+            "model.arch=yolo",
+        ],
+    )
+    assert bad_arch.exit_code == 2 and "small_fpn" in bad_arch.output
+
+
+def test_fcn_recipe_trains_and_predicts_with_the_crf(tmp_path):
+    from structvision.viz import save_png
+
+    data = "shapes:image_size=48,num_images=4"
+    run = tmp_path / "fcn"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "fcn8s",
+            "--data",
+            data,
+            "--out",
+            str(run),
+            "--max-steps",
+            "2",
+            "--set",
+            "batch_size=2",
+            "--set",
+            "model.width=8",
+            "--set",
+            "progress=false",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert {"miou", "boundary_f", "pixel_accuracy"} <= set(
+        json.loads((run / "metrics.json").read_text())
+    )
+    image, _ = build_dataset(data, split="val")[0]
+    save_png(image, tmp_path / "x.png")
+    predicted = runner.invoke(
+        app, ["predict", str(run), str(tmp_path / "x.png"), "--out", str(tmp_path / "p"), "--crf"]
+    )
+    assert predicted.exit_code == 0, predicted.output
+    from PIL import Image
+
+    assert Image.open(tmp_path / "p" / "x.png").size == (96, 48)  # image and labels side by side
+    detector = runner.invoke(
+        app, ["train", "fcn8s", "--data", str(tmp_path), "--out", str(tmp_path / "r2")]
+    )
+    assert detector.exit_code == 2

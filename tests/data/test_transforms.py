@@ -187,11 +187,25 @@ def test_eval_transforms_only_change_dtype() -> None:
     assert all(torch.equal(out[k], target[k]) for k in target)
 
 
-def test_dense_target_rejected() -> None:
+def test_flow_target_rejected() -> None:
     image, target = make_sample()
-    target["semantic"] = torch.zeros(H, W, dtype=torch.int64)
-    with pytest.raises(ValueError, match="semantic"):
+    target["flow"] = torch.zeros(2, H, W)
+    with pytest.raises(ValueError, match="flow"):
         detection_train_transforms()(image, target)
+
+
+def test_semantic_map_moves_with_the_image() -> None:
+    image, target = make_sample()
+    semantic = torch.arange(H * W).reshape(H, W) % 7
+    target["semantic"] = semantic
+    _, flipped = RandomHorizontalFlip(p=1.0)(*to_tv(image, target))
+    _, out = from_tv(image, flipped)
+    assert out["semantic"].dtype == torch.int64
+    assert torch.equal(out["semantic"], semantic.flip(-1))
+    _, scaled = RandomScale(scale_range=(2.0, 2.0))(*to_tv(image, target))
+    _, out = from_tv(image, scaled)
+    assert out["semantic"].shape == (2 * H, 2 * W)
+    assert set(out["semantic"].unique().tolist()) <= set(semantic.unique().tolist())  # nearest
 
 
 def test_collate_detection_keeps_lists() -> None:

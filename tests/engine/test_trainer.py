@@ -15,14 +15,6 @@ from structvision.engine import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(**changes):
     base = dict(max_steps=8, batch_size=4, lr=0.1, accelerator="cpu", log_every=1, progress=False)
     return TrainConfig(**{**base, **changes})

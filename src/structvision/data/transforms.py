@@ -44,8 +44,9 @@ Step = Callable[[Tensor, Target], tuple[Tensor, Target]]
 
 # Per-image target entries: never filtered with the instances.
 PER_IMAGE_KEYS = frozenset({"image_id", "orig_size", "size"})
-# Dense per-pixel targets: detection transforms do not know how to move them.
-DENSE_KEYS = frozenset({"semantic", "depth", "disparity", "flow", "normals"})
+# Dense per-pixel targets that detection transforms do not know how to move (a flip changes the
+# sign of flow, a resize the scale of disparity). ``semantic`` moves like a mask.
+DENSE_KEYS = frozenset({"depth", "disparity", "flow", "normals"})
 
 
 def _image_size(image: Tensor) -> tuple[int, int]:
@@ -57,7 +58,8 @@ def to_tv(image: Tensor, target: Target) -> tuple[tv_tensors.Image, Target]:
 
     ``image (3, H, W)`` becomes a ``tv_tensors.Image`` (uint8 is converted to float32 in
     ``[0, 1]``), ``boxes (N, 4)`` xyxy a ``tv_tensors.BoundingBoxes`` with
-    ``canvas_size=(H, W)``, ``masks (N, H, W)`` a ``tv_tensors.Mask``; other entries are kept.
+    ``canvas_size=(H, W)``, ``masks (N, H, W)`` and ``semantic (H, W)`` ``tv_tensors.Mask``;
+    other entries are kept.
     """
     if image.ndim != 3:
         raise ValueError(f"image must have shape (C, H, W), got {tuple(image.shape)}")
@@ -74,6 +76,8 @@ def to_tv(image: Tensor, target: Target) -> tuple[tv_tensors.Image, Target]:
         out["boxes"] = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width))
     if "masks" in target:
         out["masks"] = tv_tensors.Mask(target["masks"])  # (N, H, W)
+    if "semantic" in target:
+        out["semantic"] = tv_tensors.Mask(target["semantic"])  # (H, W), nearest when resized
     image = F.to_dtype(image, torch.float32, scale=True)
     return tv_tensors.Image(image), out
 
@@ -90,6 +94,8 @@ def from_tv(image: Tensor, target: Target) -> tuple[Tensor, Target]:
         out["masks"] = out["masks"].to(torch.uint8)
     if "labels" in out:
         out["labels"] = out["labels"].to(torch.int64)
+    if "semantic" in out:
+        out["semantic"] = out["semantic"].to(torch.int64)
     return image.as_subclass(Tensor), out
 
 
@@ -153,7 +159,7 @@ def hflip_keypoints(
 
 
 class RandomHorizontalFlip:
-    """Flip image, boxes, masks and keypoints left-right with probability ``p``."""
+    """Flip image, boxes, masks, semantic map and keypoints left-right with probability ``p``."""
 
     def __init__(
         self, *, p: float = 0.5, keypoint_flip_pairs: Sequence[tuple[int, int]] | None = None
@@ -168,7 +174,7 @@ class RandomHorizontalFlip:
             return image, target
         width = _image_size(image)[1]
         target = dict(target)
-        for key in ("boxes", "masks"):
+        for key in ("boxes", "masks", "semantic"):
             if key in target:
                 target[key] = F.horizontal_flip(target[key])
         if "keypoints" in target:
@@ -181,7 +187,8 @@ class RandomHorizontalFlip:
 class RandomScale:
     """Resize the sample by a factor drawn uniformly from ``scale_range`` (aspect kept).
 
-    Image: bilinear with antialiasing; masks: nearest; boxes, keypoints and area scaled.
+    Image: bilinear with antialiasing; masks and semantic map: nearest; boxes, keypoints and
+    area scaled.
     """
 
     def __init__(self, *, scale_range: tuple[float, float] = (0.8, 1.2)) -> None:
@@ -198,7 +205,7 @@ class RandomScale:
         scale_x, scale_y = new_width / width, new_height / height
         size = [new_height, new_width]
         target = dict(target)
-        for key in ("boxes", "masks"):
+        for key in ("boxes", "masks", "semantic"):
             if key in target:
                 target[key] = F.resize(target[key], size)
         if "keypoints" in target:

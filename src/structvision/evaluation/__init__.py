@@ -6,6 +6,7 @@ and concatenate, and ``compute() -> dict[str, float]`` with flat keys such as ``
 """
 
 from structvision.evaluation.coco import COCOEvaluator
+from structvision.evaluation.segmentation import SegmentationEvaluator
 from structvision.evaluation.voc import VOCEvaluator, voc_ap
 
-__all__ = ["COCOEvaluator", "VOCEvaluator", "voc_ap"]
+__all__ = ["COCOEvaluator", "SegmentationEvaluator", "VOCEvaluator", "voc_ap"]

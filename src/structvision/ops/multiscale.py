@@ -114,19 +114,24 @@ class MultiScaleRoIAlign(nn.Module):
         Returns:
             ``(K, C, h, w)`` pooled features, ``K = sum(N_i)``, in input order (image by image).
         """
-        feature_maps, levels = self._pyramid(features, image_sizes)  # finest first
+        feature_maps, levels = self._pyramid(features, image_sizes)  # featmap_names order
         rois = _boxes_to_rois(boxes)  # (K, 5)
-        box_levels = assign_fpn_levels(
-            rois[:, 1:],
-            min_level=levels[0],
-            max_level=levels[-1],
-            canonical_size=self.canonical_scale,
-            canonical_level=self.canonical_level,
+        # Level of each box between the first and the last map's level, as an index into the
+        # maps (torchvision's rule: maps sharing a stride leave the later ones unused).
+        map_index = (
+            assign_fpn_levels(
+                rois[:, 1:],
+                min_level=levels[0],
+                max_level=levels[-1],
+                canonical_size=self.canonical_scale,
+                canonical_level=self.canonical_level,
+            )
+            - levels[0]
         )  # (K,)
         first = feature_maps[0]
         pooled = first.new_zeros((rois.shape[0], first.shape[1], *self.output_size))
-        for feature_map, level in zip(feature_maps, levels, strict=True):
-            idx_in_level = torch.nonzero(box_levels == level).squeeze(1)  # (K_l,)
+        for index, (feature_map, level) in enumerate(zip(feature_maps, levels, strict=True)):
+            idx_in_level = torch.nonzero(map_index == index).squeeze(1)  # (K_l,)
             pooled_level = roi_align(
                 feature_map,
                 rois[idx_in_level],
@@ -141,7 +146,10 @@ class MultiScaleRoIAlign(nn.Module):
     def _pyramid(
         self, features: dict[str, Tensor], image_sizes: list[tuple[int, int]]
     ) -> tuple[list[Tensor], list[int]]:
-        """Named feature maps sorted finest first, and their levels (``stride = 2 ** level``)."""
+        """The named maps in ``featmap_names`` order and their levels (``stride = 2 ** level``).
+
+        The first map must be the finest and the last the coarsest, as in an FPN.
+        """
         missing = [name for name in self.featmap_names if name not in features]
         if missing:
             raise ValueError(
@@ -153,12 +161,12 @@ class MultiScaleRoIAlign(nn.Module):
         levels_by_name = {
             name: _infer_level(features[name], max_image_h) for name in self.featmap_names
         }
-        names = sorted(self.featmap_names, key=lambda name: levels_by_name[name])
+        names = self.featmap_names
         levels = [levels_by_name[name] for name in names]
-        if levels != list(range(levels[0], levels[0] + len(levels))):
+        if levels != sorted(levels):
             raise ValueError(
-                "feature maps must form consecutive pyramid levels (strides a factor 2 apart), "
-                f"got levels {dict(zip(names, levels, strict=True))} for image height {max_image_h}"
+                "featmap_names must go from the finest to the coarsest map, got levels "
+                f"{dict(zip(names, levels, strict=True))} for image height {max_image_h}"
             )
         return [features[name] for name in names], levels
 

@@ -16,6 +16,10 @@ recipe and ``model.kwargs`` are passed to ``build_model``.
 
 from __future__ import annotations
 
+from structvision.tasks import (
+    detection,  # noqa: F401  (registers faster_rcnn, fast_rcnn)
+    segmentation,  # noqa: F401  (registers fcn32s, fcn16s, fcn8s)
+)
 from structvision.tasks.registry import (
     RECIPES,
     Recipe,

@@ -189,6 +189,7 @@ def run_eval(run: str | Path, *, data: str, out: str | Path | None = None) -> di
         model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
     )
     target = Path(out) if out is not None else Path(run) / "eval" / f"{_slug(data)}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(target, {"data": data, "recipe": recipe.name, "metrics": metrics})
     if hasattr(evaluator, "results_json"):
         evaluator.results_json(target.with_name(target.stem + ".predictions.json"))
@@ -210,12 +211,15 @@ def run_predict(
     images: Sequence[str | Path],
     out: str | Path,
     score_threshold: float = 0.5,
+    crf: bool = False,
 ) -> Path:
     """Predict on image files: overlays ``OUT/<name>.png`` and ``OUT/predictions.json``.
 
     ``predictions.json`` lists instance predictions in the COCO results format
     (``bbox`` as xywh pixels, ``category_id`` mapped back to the training data's ids) with a
     ``file_name`` field naming the input image. Every image is read before anything is written.
+    With ``crf=True`` a semantic segmentation is refined by the fully connected CRF
+    (`structvision.ops.dense_crf` with its default parameters) before it is drawn.
     """
     from structvision.engine.files import write_json_atomic
     from structvision.viz import save_png
@@ -234,6 +238,8 @@ def run_predict(
     with torch.no_grad():
         for index, (path, image) in enumerate(zip(paths, loaded, strict=True)):
             prediction = _to_cpu(model([image.to(device)])[0])
+            if crf:
+                prediction = _refine_with_crf(image, prediction, recipe)
             if "scores" in prediction:
                 keep = prediction["scores"] >= score_threshold
                 prediction = {
@@ -244,8 +250,21 @@ def run_predict(
             save_png(_draw(recipe, image, prediction, class_names), out / f"{name}.png")
             results += _instance_results(path.name, prediction, to_category)
     target = out / "predictions.json"
+    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(target, results)
     return target
+
+
+def _refine_with_crf(image: torch.Tensor, prediction: dict, recipe: Recipe) -> dict:
+    from structvision.ops import dense_crf
+
+    if "semantic_logits" not in prediction:
+        raise ValueError(
+            f"--crf refines semantic segmentations; recipe {recipe.name!r} predicts none"
+        )
+    probs = prediction["semantic_logits"].float().softmax(dim=0)  # (C, H, W)
+    refined = dense_crf(image, probs)  # (C, H, W) marginals
+    return {**prediction, "semantic": refined.argmax(dim=0), "semantic_probs": refined}
 
 
 def _instance_results(file_name: str, prediction: dict, to_category: dict[int, int]) -> list[dict]:

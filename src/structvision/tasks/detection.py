@@ -1,0 +1,188 @@
+"""Recipes ``faster_rcnn`` and ``fast_rcnn``: box detection on ``shapes``, COCO or VOC data.
+
+Each recipe is a plain function building the datasets, the model and the evaluator; the model
+is rebuilt from a checkpoint with `build_detector` and the ``kwargs`` stored in ``config.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from structvision.data.collate import collate_detection
+from structvision.data.spec import build_dataset, parse_spec
+from structvision.data.transforms import detection_train_transforms
+from structvision.engine import TrainConfig
+from structvision.evaluation import COCOEvaluator
+from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
+
+__all__ = ["build_detector", "coco_evaluator", "default_cache_dir"]
+
+#: Architectures a detection recipe can build, by the name stored in ``config.json``.
+ARCHITECTURES = ("small_fpn", "small_c4", "resnet50_fpn", "resnet50_fpn_v2", "fast_rcnn_small")
+
+#: Model options a user may set with ``--set model.KEY=VALUE``.
+MODEL_OPTIONS = (
+    "arch",
+    "width",
+    "norm",
+    "pooler",
+    "min_size",
+    "max_size",
+    "trainable_layers",
+    "weights_path",
+    "proposal_mode",
+    "max_proposals",
+    "cache_dir",
+)
+
+
+def default_cache_dir() -> Path:
+    """Where Selective Search proposals are cached: ``$STRUCTVISION_CACHE/proposals`` or
+    ``~/.cache/structvision/proposals``."""
+    root = os.environ.get("STRUCTVISION_CACHE") or Path.home() / ".cache" / "structvision"
+    return Path(root) / "proposals"
+
+
+def build_detector(*, arch: str, num_classes: int, **options: Any) -> nn.Module:
+    """Build a detector by architecture name (``num_classes`` includes the background)."""
+    from structvision.models.detection import (
+        fast_rcnn_small,
+        faster_rcnn_resnet50_fpn,
+        faster_rcnn_resnet50_fpn_v2,
+        faster_rcnn_small_c4,
+        faster_rcnn_small_fpn,
+    )
+
+    builders = {
+        "small_fpn": faster_rcnn_small_fpn,
+        "small_c4": faster_rcnn_small_c4,
+        "resnet50_fpn": faster_rcnn_resnet50_fpn,
+        "resnet50_fpn_v2": faster_rcnn_resnet50_fpn_v2,
+        "fast_rcnn_small": fast_rcnn_small,
+    }
+    if arch not in builders:
+        raise RecipeError(
+            f"model.arch {arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}"
+        )
+    try:
+        return builders[arch](num_classes=num_classes, **options)
+    except TypeError as error:
+        raise RecipeError(f"model.arch {arch!r}: {error}") from error
+
+
+def coco_evaluator(dataset: Dataset) -> COCOEvaluator:
+    """COCO box evaluation: against the annotation file for COCO data, else built from targets."""
+    annotation_file = getattr(dataset, "annotation_file", None)
+    mapping = getattr(dataset, "label_to_category_id", None)
+    if annotation_file is not None:
+        return COCOEvaluator(
+            iou_types=("bbox",), coco_gt=annotation_file, label_to_category_id=mapping
+        )
+    return COCOEvaluator(iou_types=("bbox",), label_to_category_id=mapping)
+
+
+def _datasets(data: str, val_data: str | None) -> tuple[Dataset, Dataset]:
+    train_dataset = build_dataset(
+        data, split="train", transforms=detection_train_transforms(scale_range=None)
+    )
+    if val_data is None and parse_spec(data).kind != "generator":
+        warnings.warn(
+            f"no --val-data given: evaluating on the training data {data}",
+            UserWarning,
+            stacklevel=3,
+        )
+    val_dataset = build_dataset(val_data or data, split="val")
+    return train_dataset, val_dataset
+
+
+def _task(
+    *, name: str, data: str, val_data: str | None, model_kwargs: dict, train_config: TrainConfig
+) -> Task:
+    train_dataset, val_dataset = _datasets(data, val_data)
+    class_names = list(train_dataset.class_names)
+    kwargs = {"num_classes": len(class_names), **model_kwargs}
+    return Task(
+        model=build_detector(**kwargs),
+        model_config={
+            "recipe": name,
+            "kwargs": kwargs,
+            "class_names": class_names,
+            "label_to_category_id": getattr(train_dataset, "label_to_category_id", {}),
+        },
+        train_dataset=train_dataset,
+        val_dataset=val_dataset,
+        collate_fn=collate_detection,
+        evaluator_factory=lambda: coco_evaluator(val_dataset),
+        train_config=train_config,
+    )
+
+
+#: Training settings of the small models on ``shapes`` (128-pixel images), from scratch.
+SMALL_DETECTOR_TRAINING = TrainConfig(
+    max_steps=3000,
+    batch_size=8,
+    optimizer="sgd",
+    lr=0.02,
+    momentum=0.9,
+    weight_decay=1e-4,
+    schedule="cosine",
+    warmup_steps=200,
+    clip_grad_norm=10.0,
+    eval_every=1000,
+    checkpoint_every=500,
+    log_every=20,
+)
+
+
+def setup_faster_rcnn(*, data: str, val_data: str | None, model_overrides: dict) -> Task:
+    """Faster R-CNN (RPN + box head); the small FPN model unless ``model.arch`` says otherwise."""
+    return _task(
+        name="faster_rcnn",
+        data=data,
+        val_data=val_data,
+        model_kwargs={"arch": "small_fpn", **model_overrides},
+        train_config=SMALL_DETECTOR_TRAINING,
+    )
+
+
+def setup_fast_rcnn(*, data: str, val_data: str | None, model_overrides: dict) -> Task:
+    """Fast R-CNN on cached Selective Search proposals; ``model.pooler``: roi_pool, spp or
+    roi_align."""
+    kwargs = {
+        "arch": "fast_rcnn_small",
+        "pooler": "roi_pool",
+        "cache_dir": str(default_cache_dir()),
+    }
+    return _task(
+        name="fast_rcnn",
+        data=data,
+        val_data=val_data,
+        model_kwargs={**kwargs, **model_overrides},
+        train_config=SMALL_DETECTOR_TRAINING.replace(batch_size=2, lr=0.01),
+    )
+
+
+RECIPES["faster_rcnn"] = Recipe(
+    name="faster_rcnn",
+    summary="Faster R-CNN: RPN + Fast R-CNN head (small FPN model by default; resnet50_fpn, ...)",
+    setup=setup_faster_rcnn,
+    build_model=build_detector,
+    build_evaluator=coco_evaluator,
+    collate_fn=collate_detection,
+    model_options=MODEL_OPTIONS,
+)
+RECIPES["fast_rcnn"] = Recipe(
+    name="fast_rcnn",
+    summary="Fast R-CNN on Selective Search proposals with RoI pooling, SPP or RoIAlign",
+    setup=setup_fast_rcnn,
+    build_model=build_detector,
+    build_evaluator=coco_evaluator,
+    collate_fn=collate_detection,
+    model_options=MODEL_OPTIONS,
+)
