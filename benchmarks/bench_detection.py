@@ -38,6 +38,13 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench_detection"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="sets",
+        help="extra key=value, e.g. model.norm=batch",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train = f"shapes:num_images={args.train_images}"
@@ -75,6 +82,7 @@ def main() -> None:
         "train_data": train,
         "val_data": val + " (val split)",
         "threads": args.threads,
+        "settings": args.sets,
         "results": results,
     }
     (args.out / "results.json").write_text(json.dumps(summary, indent=2))

@@ -33,7 +33,7 @@ _MARKER = ".structvision-demo"
 #: Faster R-CNN training steps of the full tour (about 10 minutes on a 2-core CPU) and of
 #: ``--quick`` (about 2 minutes).
 FULL_TRAIN_STEPS = 1200
-QUICK_TRAIN_STEPS = 150
+QUICK_TRAIN_STEPS = 400
 
 #: The systems structvision implements and where each one stands.
 ROADMAP = (
@@ -42,7 +42,7 @@ ROADMAP = (
     ("Fast R-CNN on Selective Search proposals", "ready"),
     ("Faster R-CNN with RPN and FPN, torchvision weights", "ready"),
     ("Mask R-CNN masks and keypoints", "planned"),
-    ("FCN-32s/16s/8s and the dense CRF", "planned"),
+    ("FCN-32s/16s/8s recipes and the dense CRF (benchmarks next)", "ready"),
     ("SINT tracking, depth, optical flow", "planned"),
 )
 

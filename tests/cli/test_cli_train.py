@@ -298,3 +298,41 @@ def test_fcn_recipe_trains_and_predicts_with_the_crf(tmp_path):
         app, ["train", "fcn8s", "--data", str(tmp_path), "--out", str(tmp_path / "r2")]
     )
     assert detector.exit_code == 2
+
+
+def test_faster_rcnn_trains_on_a_coco_folder(tmp_path):
+    from structvision.data.export import write_coco
+    from structvision.data.synthetic import ShapesDataset
+
+    folder = tmp_path / "coco"
+    write_coco(ShapesDataset(split="train", num_images=4, seed=1, image_size=64), folder)
+    run = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "faster_rcnn",
+            "--data",
+            str(folder),
+            "--val-data",
+            str(folder),
+            "--out",
+            str(run),
+            "--max-steps",
+            "1",
+            "--set",
+            "batch_size=2",
+            "--set",
+            "model.width=8",
+            "--set",
+            "model.min_size=64",
+            "--set",
+            "model.max_size=64",
+            "--set",
+            "progress=false",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["label_to_category_id"] == {str(i): i for i in range(1, 7)}
+    assert "bbox/AP" in json.loads((run / "metrics.json").read_text())
