@@ -336,3 +336,23 @@ def test_faster_rcnn_trains_on_a_coco_folder(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["label_to_category_id"] == {str(i): i for i in range(1, 7)}
     assert "bbox/AP" in json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_train_on_two_cpu_processes_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    data = "shapes:image_size=64,num_images=8"
+    command = [
+        sys.executable, "-m", "structvision.cli", "train", "faster_rcnn", "--data", data,
+        "--val-data", data, "--out", str(run), "--max-steps", "2", "--devices", "2",
+        "--set", "batch_size=2", "--set", "model.width=8", "--set", "model.min_size=64",
+        "--set", "model.max_size=64", "--set", "progress=false", "--set", "accelerator=cpu",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    assert (run / "checkpoints" / "step_000002" / "model.safetensors").is_file()
+    assert "bbox/AP" in json.loads((run / "metrics.json").read_text())

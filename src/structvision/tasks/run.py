@@ -6,6 +6,7 @@ from Python just the same.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +25,14 @@ NUM_PREDICTION_OVERLAYS = 8
 
 
 def _is_rank_zero() -> bool:
+    """Whether this process is global rank 0, also before the process group exists (the
+    processes that Fabric or torchrun start carry their rank in the environment)."""
     dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    if "RANK" in os.environ:  # torchrun
+        return int(os.environ["RANK"]) == 0
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
 def _split_overrides(
