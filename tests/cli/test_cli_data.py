@@ -96,6 +96,8 @@ def test_quick_demo_writes_its_outputs(tmp_path, monkeypatch):
         assert (out / name).is_file(), name
     summary = json.loads((out / "demo.json").read_text())
     assert summary["coco_roundtrip/bbox/AP"] == 1.0 and summary["coco_roundtrip/segm/AP"] == 1.0
+    assert 0.0 <= summary["faster_rcnn/bbox/AP50"] <= 1.0
+    assert (out / "faster_rcnn" / "report.html").is_file()
     # Running it again reuses its own folder; a foreign non-empty folder is refused.
     assert runner.invoke(app, ["demo", "--quick", "--out", str(out)]).exit_code == 0
     foreign = tmp_path / "mine"
