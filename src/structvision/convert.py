@@ -164,6 +164,8 @@ def _convert_box_head(
 
 
 def _convert_faster_rcnn(tv: TVFasterRCNN) -> FasterRCNN:
+    if tv.transform.fixed_size is not None:
+        raise ValueError("from_torchvision: transforms with a fixed_size are not supported")
     backbone, names, body_prefix = _convert_backbone(tv.backbone)
     out_channels = tv.backbone.out_channels
     tv_pool = tv.roi_heads.box_roi_pool
@@ -218,8 +220,6 @@ def _convert_faster_rcnn(tv: TVFasterRCNN) -> FasterRCNN:
         box_positive_fraction=tv_roi.fg_bg_sampler.positive_fraction,
         bbox_reg_weights=tuple(tv_roi.box_coder.weights),
     )
-    if tv.transform.fixed_size is not None:
-        raise ValueError("from_torchvision: transforms with a fixed_size are not supported")
     _load_converted(model, tv, body_prefix=body_prefix)
     return model
 

@@ -13,6 +13,7 @@ Proposals come from the model's ``proposer`` unless each target carries ``propos
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -54,22 +55,21 @@ class SelectiveSearchProposer(nn.Module):
         cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
-        self.settings = {
-            "method": "selective_search",
+        self.search_settings = {
             "mode": mode,
             "max_proposals": max_proposals,
             "min_size": min_size,
             "resize_to": resize_to,
         }
+        cache_settings = {"method": "selective_search", **self.search_settings}
         self.cache = (
-            None if cache_dir is None else ProposalCache(cache_dir, method_settings=self.settings)
+            None if cache_dir is None else ProposalCache(cache_dir, method_settings=cache_settings)
         )
 
     def propose(self, image: Tensor) -> Tensor:
         """``(3, H, W)`` image in [0, 1] -> ``(N, 4)`` xyxy proposals in its pixels."""
-        settings = {k: v for k, v in self.settings.items() if k != "method"}
         pixels = image_to_uint8_hwc(image.detach().cpu())
-        compute = lambda: selective_search(pixels, **settings)  # noqa: E731
+        compute = functools.partial(selective_search, pixels, **self.search_settings)
         if self.cache is None:
             boxes = compute()
         else:
@@ -148,6 +148,8 @@ def fast_rcnn_small(
         feature_level: backbone stage whose map is pooled: 3 (stride 8) or 4 (stride 16).
         cache_dir: where Selective Search proposals are cached (``None``: no cache).
     """
+    if pooler not in ("roi_pool", "spp", "roi_align"):
+        raise ValueError(f"pooler must be 'roi_pool', 'spp' or 'roi_align', got {pooler!r}")
     backbone = small_backbone(width=width, norm=norm, returned_layers=(feature_level - 1,))
     featmap = f"c{feature_level}"
     box_roi_pool = SingleLevelRoIPool(kind=pooler, output_size=7, featmap_name=featmap)
