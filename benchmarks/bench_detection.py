@@ -49,6 +49,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     train = f"shapes:num_images={args.train_images}"
     val = f"shapes:num_images={args.val_images}"
+    extra = {}
+    for item in args.sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r} is not of the form key=value")
+        extra[key.strip()] = value.strip()
     results = {}
     for row in args.rows.split(","):
         recipe, overrides = ROWS[row]
@@ -57,6 +63,7 @@ def main() -> None:
             "batch_size": str(args.batch_size),
             "eval_every": "0",
             "progress": "false",
+            **extra,
         }
         started = time.perf_counter()
         metrics = run_train(

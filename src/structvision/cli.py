@@ -76,7 +76,13 @@ def _root(
 
 @data_app.command("synth")
 def data_synth(
-    name: Annotated[str, typer.Argument(help="Built-in generator, e.g. 'shapes'.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Built-in generator with optional settings: 'shapes', 'shapes-pose', "
+            "'shapes:figures=true,max_objects=8'."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (images/ + annotations.json).")],
     num_images: Annotated[int, typer.Option("--num-images", min=1, help="Number of images.")] = 200,
     seed: Annotated[
@@ -96,21 +102,27 @@ def data_synth(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from structvision.data.export import write_coco
+    from structvision.data.spec import parse_spec
     from structvision.data.synthetic import GENERATORS
 
-    if name not in GENERATORS:
-        _fail(f"unknown generator {name!r}; built-in generators: {', '.join(sorted(GENERATORS))}")
+    generator = name.partition(":")[0]
+    if generator not in GENERATORS:
+        _fail(
+            f"unknown generator {generator!r}; built-in generators: {', '.join(sorted(GENERATORS))}"
+        )
     if split not in ("train", "val"):
         _fail(f"--split must be 'train' or 'val', got {split!r}")
     if mask_format not in ("rle", "polygon"):
         _fail(f"--mask-format must be 'rle' or 'polygon', got {mask_format!r}")
     if out.exists() and any(out.iterdir()):
         _fail(f"output folder {out} is not empty; choose a new folder so nothing is overwritten")
-    options = {} if image_size is None else {"image_size": image_size}
     try:
-        dataset = GENERATORS[name](split=split, num_images=num_images, seed=seed, **options)
+        options = parse_spec(name).options
+        if image_size is not None:
+            options["image_size"] = image_size
+        dataset = GENERATORS[generator](split=split, num_images=num_images, seed=seed, **options)
     except (TypeError, ValueError) as error:
-        _fail(f"generator {name!r}: {error}")
+        _fail(f"generator {generator!r}: {error}")
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task(f"writing {name}", total=num_images)
@@ -207,6 +219,37 @@ def train(
     console.print(f"run written to {out}")
 
 
+CrfFlag = Annotated[
+    bool, typer.Option("--crf", help="Refine a semantic segmentation with the dense CRF.")
+]
+CrfSets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--crf-set",
+        help="A dense-CRF parameter (implies --crf): bilateral_sxy=20, iterations=5, ...",
+    ),
+]
+
+
+def _crf_parameters(crf: bool, crf_sets: list[str] | None) -> dict[str, float] | None:
+    """``None`` (no CRF) or the CRF's keyword arguments from ``--crf-set name=value``."""
+    from structvision.data.spec import parse_value
+    from structvision.models.segmentation.postprocess import check_crf_parameters
+
+    if not crf and not crf_sets:
+        return None
+    texts = {}
+    for item in crf_sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--crf-set {item!r} is not of the form name=value")
+        texts[key.strip()] = parse_value(value.strip())
+    try:
+        return check_crf_parameters(texts)
+    except ValueError as error:
+        _fail(f"--crf-set: {error}")
+
+
 @app.command("eval")
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder or checkpoint folder.")],
@@ -214,15 +257,19 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option("--out", help="Where to write metrics JSON (optional).")
     ] = None,
+    crf: CrfFlag = False,
+    crf_sets: CrfSets = None,
 ) -> None:
     """Evaluate a trained model on a dataset; prints a table and writes JSON."""
     from structvision import tasks
 
+    crf_parameters = _crf_parameters(crf, crf_sets)
     try:
-        metrics = tasks.run_eval(run, data=data, out=out)
+        metrics = tasks.run_eval(run, data=data, out=out, crf=crf_parameters)
     except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
         _fail(str(error))
-    print_metrics(f"evaluation of {run}", metrics)
+    title = f"evaluation of {run}" + (" with the dense CRF" if crf_parameters is not None else "")
+    print_metrics(title, metrics)
 
 
 @app.command()
@@ -231,16 +278,16 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for overlays and predictions.json.")],
     score_threshold: Annotated[float, typer.Option("--score-threshold")] = 0.5,
-    crf: Annotated[
-        bool, typer.Option("--crf", help="Refine a semantic segmentation with the dense CRF.")
-    ] = False,
+    crf: CrfFlag = False,
+    crf_sets: CrfSets = None,
 ) -> None:
     """Run a trained model on images; writes overlays and COCO-format predictions.json."""
     from structvision import tasks
 
+    crf_parameters = _crf_parameters(crf, crf_sets)
     try:
         path = tasks.run_predict(
-            run, images=images, out=out, score_threshold=score_threshold, crf=crf
+            run, images=images, out=out, score_threshold=score_threshold, crf=crf_parameters
         )
     except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
         _fail(str(error))

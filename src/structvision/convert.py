@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Callable
 
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN as TVFasterRCNN
@@ -24,14 +25,32 @@ from torchvision.models.detection import KeypointRCNN as TVKeypointRCNN
 from torchvision.models.detection import MaskRCNN as TVMaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead as TVConvFCHead
 from torchvision.models.detection.faster_rcnn import TwoMLPHead as TVTwoMLPHead
+from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads as TVKeypointRCNNHeads
+from torchvision.models.detection.keypoint_rcnn import (
+    KeypointRCNNPredictor as TVKeypointRCNNPredictor,
+)
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads as TVMaskRCNNHeads
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as TVMaskRCNNPredictor
 from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.segmentation import FCN as TVSegmentationFCN
+from torchvision.models.segmentation import DeepLabV3 as TVDeepLabV3
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead as TVDeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead as TVFCNHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from structvision.models.backbones import resnet_backbone
+from structvision.models.backbones import dilated_resnet_backbone, resnet_backbone
 from structvision.models.detection.faster_rcnn import FasterRCNN, faster_rcnn
+from structvision.models.detection.keypoint_rcnn import (
+    KeypointBranch,
+    KeypointHead,
+    KeypointPredictor,
+    KeypointRCNN,
+)
+from structvision.models.detection.mask_rcnn import MaskBranch, MaskHead, MaskPredictor, MaskRCNN
 from structvision.models.detection.roi_heads import ConvFCHead, TwoMLPHead
 from structvision.models.detection.rpn import RPNHead
 from structvision.models.fpn import BackboneWithFPN, FeaturePyramidNetwork
+from structvision.models.segmentation.deeplab import DeepLabHead, DilatedSegmenter, FCNHead
 from structvision.ops import MultiScaleRoIAlign
 
 __all__ = ["TorchvisionBody", "from_torchvision"]
@@ -42,20 +61,34 @@ def from_torchvision(tv_model: nn.Module) -> nn.Module:
 
     Supported: torchvision's ``FasterRCNN`` (``fasterrcnn_resnet50_fpn``,
     ``fasterrcnn_resnet50_fpn_v2``, ``fasterrcnn_mobilenet_v3_large_fpn`` and
-    ``..._320_fpn``, or any ``FasterRCNN`` over a ResNet or MobileNet FPN backbone). The result is
-    in the same train/eval mode as ``tv_model`` and on its device.
+    ``..._320_fpn``, or any ``FasterRCNN`` over a ResNet or MobileNet FPN backbone); its
+    subclasses ``MaskRCNN`` (``maskrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn_v2``) and
+    ``KeypointRCNN`` (``keypointrcnn_resnet50_fpn``), which become structvision's
+    :class:`~structvision.models.detection.MaskRCNN` and
+    :class:`~structvision.models.detection.KeypointRCNN`; and the
+    semantic segmentation models ``FCN`` (``fcn_resnet50``, ``fcn_resnet101``) and
+    ``DeepLabV3`` (``deeplabv3_resnet50``, ``deeplabv3_resnet101``) over a ResNet, with or
+    without ``aux_loss``, any ``num_classes``, which become a
+    :class:`~structvision.models.segmentation.DilatedSegmenter`. torchvision's segmentation
+    models take normalised images while ours take ``[0, 1]`` images and normalise them with
+    ImageNet's mean/std: ``ours(x)[i]["semantic_logits"]`` equals
+    ``tv_model((x - mean) / std)["out"][i]``. The result is in the same train/eval mode as
+    ``tv_model`` and on its device.
     """
-    if isinstance(tv_model, (TVMaskRCNN, TVKeypointRCNN)):
-        raise ValueError(
-            f"from_torchvision: {type(tv_model).__name__} is not supported yet; the mask and "
-            "keypoint heads come with structvision's Mask R-CNN"
-        )
-    if isinstance(tv_model, TVFasterRCNN):
+    if isinstance(tv_model, TVMaskRCNN):
+        model = _convert_mask_rcnn(tv_model)
+    elif isinstance(tv_model, TVKeypointRCNN):
+        model = _convert_keypoint_rcnn(tv_model)
+    elif isinstance(tv_model, TVFasterRCNN):
         model = _convert_faster_rcnn(tv_model)
+    elif isinstance(tv_model, (TVSegmentationFCN, TVDeepLabV3)):
+        model = _convert_dilated_segmenter(tv_model)
     else:
         raise ValueError(
             f"from_torchvision: cannot convert {type(tv_model).__name__}; supported: "
-            "torchvision.models.detection.FasterRCNN"
+            "torchvision.models.detection.FasterRCNN (and its MaskRCNN, KeypointRCNN), "
+            "torchvision.models.segmentation.FCN and "
+            "DeepLabV3 (ResNet backbones)"
         )
     device = next(tv_model.parameters()).device
     return model.to(device).train(tv_model.training)
@@ -163,7 +196,14 @@ def _convert_box_head(
     raise ValueError(f"from_torchvision: unsupported box head {type(tv_head).__name__}")
 
 
-def _convert_faster_rcnn(tv: TVFasterRCNN) -> FasterRCNN:
+def _convert_faster_rcnn(
+    tv: TVFasterRCNN,
+    *,
+    add_branch: Callable[[FasterRCNN, dict[str, str]], nn.Module] | None = None,
+) -> nn.Module:
+    """Our Faster R-CNN for ``tv``; ``add_branch(detector, feature_names)`` may wrap it with
+    a mask or keypoint branch (``feature_names``: torchvision feature map name -> ours)
+    before the weights are loaded."""
     if tv.transform.fixed_size is not None:
         raise ValueError("from_torchvision: transforms with a fixed_size are not supported")
     backbone, names, body_prefix = _convert_backbone(tv.backbone)
@@ -220,6 +260,8 @@ def _convert_faster_rcnn(tv: TVFasterRCNN) -> FasterRCNN:
         box_positive_fraction=tv_roi.fg_bg_sampler.positive_fraction,
         bbox_reg_weights=tuple(tv_roi.box_coder.weights),
     )
+    if add_branch is not None:
+        model = add_branch(model, names)
     _load_converted(model, tv, body_prefix=body_prefix)
     return model
 
@@ -231,6 +273,9 @@ def _load_converted(model: nn.Module, tv: nn.Module, *, body_prefix: str) -> Non
     def rename(name: str) -> str:
         if name.startswith("backbone.body."):
             return body_prefix + name.removeprefix("backbone.body.")
+        for tv_prefix, our_prefix in _BRANCH_RENAMES.items():
+            if name.startswith(tv_prefix):
+                return our_prefix + name.removeprefix(tv_prefix)
         return name
 
     state = OrderedDict((rename(k), v) for k, v in tv.state_dict().items())
@@ -238,6 +283,255 @@ def _load_converted(model: nn.Module, tv: nn.Module, *, body_prefix: str) -> Non
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             "from_torchvision: converted weights do not fit; missing "
+            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+    ours = dict(model.named_parameters())
+    for name, parameter in tv.named_parameters():
+        ours[rename(name)].requires_grad_(parameter.requires_grad)
+
+
+# ============================================================================================
+# Mask R-CNN and Keypoint R-CNN: torchvision's MaskRCNN / KeypointRCNN -> MaskRCNN / KeypointRCNN
+# ============================================================================================
+#
+# The detector converts as a Faster R-CNN; the mask (keypoint) pooler, head and predictor become
+# a MaskBranch (KeypointBranch) whose layers keep torchvision's names under a new prefix.
+
+_BRANCH_RENAMES = {
+    "roi_heads.mask_head.": "mask_branch.head.",
+    "roi_heads.mask_predictor.": "mask_branch.predictor.",
+    "roi_heads.keypoint_head.": "keypoint_branch.head.",
+    "roi_heads.keypoint_predictor.": "keypoint_branch.predictor.",
+}
+
+
+def _convert_mask_rcnn(tv: TVMaskRCNN) -> MaskRCNN:
+    tv_roi = tv.roi_heads
+
+    def add_mask_branch(detector: FasterRCNN, names: dict[str, str]) -> MaskRCNN:
+        head = _convert_mask_head(tv_roi.mask_head, tv.backbone.out_channels)
+        tv_predictor = tv_roi.mask_predictor
+        if not isinstance(tv_predictor, TVMaskRCNNPredictor):
+            raise ValueError(
+                f"from_torchvision: unsupported mask predictor {type(tv_predictor).__name__}"
+            )
+        predictor = MaskPredictor(
+            tv_predictor.conv5_mask.in_channels,
+            tv_predictor.conv5_mask.out_channels,
+            tv_predictor.mask_fcn_logits.out_channels,
+        )
+        branch = MaskBranch(
+            roi_pool=_convert_instance_pool(tv_roi.mask_roi_pool, names),
+            head=head,
+            predictor=predictor,
+        )
+        return MaskRCNN(
+            transform=detector.transform,
+            backbone=detector.backbone,
+            rpn=detector.rpn,
+            roi_heads=detector.roi_heads,
+            mask_branch=branch,
+        )
+
+    return _convert_faster_rcnn(tv, add_branch=add_mask_branch)
+
+
+def _convert_keypoint_rcnn(tv: TVKeypointRCNN) -> KeypointRCNN:
+    tv_roi = tv.roi_heads
+
+    def add_keypoint_branch(detector: FasterRCNN, names: dict[str, str]) -> KeypointRCNN:
+        tv_head, tv_predictor = tv_roi.keypoint_head, tv_roi.keypoint_predictor
+        if not isinstance(tv_head, TVKeypointRCNNHeads):
+            raise ValueError(
+                f"from_torchvision: unsupported keypoint head {type(tv_head).__name__}"
+            )
+        convs = [m for m in tv_head.children() if isinstance(m, nn.Conv2d)]
+        if any(conv.kernel_size != (3, 3) or conv.dilation != (1, 1) for conv in convs):
+            raise ValueError("from_torchvision: keypoint head convolutions must be 3x3, undilated")
+        if not isinstance(tv_predictor, TVKeypointRCNNPredictor) or tv_predictor.up_scale != 2:
+            raise ValueError(
+                f"from_torchvision: unsupported keypoint predictor {type(tv_predictor).__name__}"
+            )
+        lowres = tv_predictor.kps_score_lowres
+        branch = KeypointBranch(
+            roi_pool=_convert_instance_pool(tv_roi.keypoint_roi_pool, names),
+            head=KeypointHead(convs[0].in_channels, [conv.out_channels for conv in convs]),
+            predictor=KeypointPredictor(lowres.in_channels, lowres.out_channels),
+        )
+        return KeypointRCNN(
+            transform=detector.transform,
+            backbone=detector.backbone,
+            rpn=detector.rpn,
+            roi_heads=detector.roi_heads,
+            keypoint_branch=branch,
+        )
+
+    return _convert_faster_rcnn(tv, add_branch=add_keypoint_branch)
+
+
+def _convert_instance_pool(tv_pool: nn.Module, names: dict[str, str]) -> MultiScaleRoIAlign:
+    """Our ``MultiScaleRoIAlign`` for torchvision's mask or keypoint pooler."""
+    return MultiScaleRoIAlign(
+        [names[name] for name in tv_pool.featmap_names if name in names],
+        tuple(tv_pool.output_size),
+        tv_pool.sampling_ratio,
+        canonical_scale=tv_pool.canonical_scale,
+        canonical_level=tv_pool.canonical_level,
+    )
+
+
+def _convert_mask_head(tv_head: nn.Module, in_channels: int) -> MaskHead:
+    """torchvision's ``MaskRCNNHeads`` (conv [+ BatchNorm] + ReLU blocks) -> :class:`MaskHead`."""
+    if not isinstance(tv_head, TVMaskRCNNHeads):
+        raise ValueError(f"from_torchvision: unsupported mask head {type(tv_head).__name__}")
+    convs = [m for m in tv_head.modules() if isinstance(m, nn.Conv2d)]
+    if any(conv.kernel_size != (3, 3) or conv.dilation != (1, 1) for conv in convs):
+        raise ValueError("from_torchvision: mask head convolutions must be 3x3, undilated")
+    norms = {type(m) for m in tv_head.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))}
+    if norms - {nn.BatchNorm2d}:
+        raise ValueError(f"from_torchvision: unsupported mask head norm {sorted(map(str, norms))}")
+    norm_layer = nn.BatchNorm2d if norms else None
+    return MaskHead(in_channels, [conv.out_channels for conv in convs], norm_layer=norm_layer)
+
+
+# ============================================================================================
+# Semantic segmentation: torchvision's FCN-ResNet and DeepLabV3 -> DilatedSegmenter
+# ============================================================================================
+#
+# torchvision's segmentation models take *normalised* images; ours take [0, 1] images and
+# normalise with ImageNet's mean/std (what torchvision's weights and references assume), so
+# ``ours(x)[i]["semantic_logits"]`` equals ``tv((x - mean) / std)["out"][i]``. Parameter names
+# map one to one: the backbone's keys are equal, the heads' are renamed below.
+
+_SEGMENTATION_RESNET_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+
+
+def _convert_dilated_segmenter(tv: TVSegmentationFCN | TVDeepLabV3) -> DilatedSegmenter:
+    """torchvision ``FCN``/``DeepLabV3`` over a ResNet -> :class:`DilatedSegmenter`."""
+    backbone = _convert_segmentation_backbone(tv.backbone, aux=tv.aux_classifier is not None)
+    renames = {"backbone.": "backbone."}
+    classifier = _convert_segmentation_head(tv.classifier, "classifier", renames)
+    aux_classifier = None
+    if tv.aux_classifier is not None:
+        aux_classifier = _convert_segmentation_head(tv.aux_classifier, "aux_classifier", renames)
+    model = DilatedSegmenter(
+        backbone=backbone,
+        classifier=classifier,
+        aux_classifier=aux_classifier,
+        num_classes=classifier.score.out_channels,
+    )
+    _load_renamed_segmenter(model, tv, renames)
+    return model
+
+
+def _convert_segmentation_backbone(tv_backbone: nn.Module, *, aux: bool) -> nn.Module:
+    """A :func:`dilated_resnet_backbone` with the layout (depth, dilation, norm) of torchvision's
+    ``IntermediateLayerGetter`` over a ResNet returning ``{"layer4": "out", "layer3": "aux"}``."""
+    if not all(hasattr(tv_backbone, f"layer{i}") for i in range(1, 5)):
+        raise ValueError(
+            "from_torchvision: only segmentation models over a ResNet backbone are supported "
+            f"(got a backbone with modules {list(dict(tv_backbone.named_children()))})"
+        )
+    expected_layers = {"layer4": "out", **({"layer3": "aux"} if aux else {})}
+    if dict(tv_backbone.return_layers) != expected_layers:
+        raise ValueError(
+            f"from_torchvision: backbone return_layers must be {expected_layers}, "
+            f"got {dict(tv_backbone.return_layers)}"
+        )
+    stages = [getattr(tv_backbone, f"layer{i}") for i in range(1, 5)]
+    depth = _SEGMENTATION_RESNET_DEPTHS.get(tuple(len(stage) for stage in stages))
+    if depth is None or not isinstance(stages[0][0], Bottleneck):
+        raise ValueError(
+            "from_torchvision: unsupported segmentation ResNet (blocks "
+            f"{[len(stage) for stage in stages]}, {type(stages[0][0]).__name__}); "
+            f"supported: Bottleneck ResNet-{sorted(_SEGMENTATION_RESNET_DEPTHS.values())}"
+        )
+    # a stage whose first shortcut is not strided traded its stride for dilation
+    dilated = tuple(stage[0].downsample[0].stride[0] == 1 for stage in stages[1:])
+    backbone = dilated_resnet_backbone(
+        depth,
+        replace_stride_with_dilation=dilated,
+        norm=_norm_name(tv_backbone.bn1),
+        trainable_layers=5,
+        returned_layers=(3, 4) if aux else (4,),
+    )
+    tv_convs = [(m.stride, m.padding, m.dilation) for m in tv_backbone.modules() if _is_conv(m)]
+    our_convs = [(m.stride, m.padding, m.dilation) for m in backbone.modules() if _is_conv(m)]
+    if tv_convs != our_convs:
+        raise ValueError("from_torchvision: the ResNet's convolution strides/dilations differ")
+    return backbone
+
+
+def _is_conv(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d)
+
+
+def _convert_segmentation_head(
+    tv_head: nn.Module, prefix: str, renames: dict[str, str]
+) -> FCNHead | DeepLabHead:
+    """Our head with ``tv_head``'s hyper-parameters; adds its key renames (torchvision module
+    path -> ours, both under ``prefix``) to ``renames``."""
+    if isinstance(tv_head, TVFCNHead):
+        conv, dropout, score = tv_head[0], tv_head[3], tv_head[4]
+        head = FCNHead(
+            conv.in_channels,
+            score.out_channels,
+            hidden_channels=conv.out_channels,
+            dropout=dropout.p,
+        )
+        renames.update(
+            {f"{prefix}.0.": f"{prefix}.block.conv.", f"{prefix}.1.": f"{prefix}.block.bn."}
+        )
+        renames[f"{prefix}.4."] = f"{prefix}.score."
+        return head
+    if isinstance(tv_head, TVDeepLabHead):
+        tv_aspp, score = tv_head[0], tv_head[4]
+        atrous_rates = [branch[0].dilation[0] for branch in tv_aspp.convs[1:-1]]
+        head = DeepLabHead(
+            tv_aspp.convs[0][0].in_channels,
+            score.out_channels,
+            atrous_rates=atrous_rates,
+            aspp_channels=tv_aspp.project[0].out_channels,
+            aspp_dropout=tv_aspp.project[3].p,
+        )
+        tv_branches, ours = f"{prefix}.0.convs.", f"{prefix}.aspp."
+        # ASPP branches in torchvision: convs[0] = 1x1 (conv, bn, relu), convs[1 .. R] atrous
+        # (conv, bn, relu), convs[R + 1] pooling (pool, conv, bn, relu); then project.
+        renames[f"{tv_branches}0.0."] = f"{ours}conv1x1.conv."
+        renames[f"{tv_branches}0.1."] = f"{ours}conv1x1.bn."
+        for index in range(len(atrous_rates)):
+            renames[f"{tv_branches}{index + 1}.0."] = f"{ours}atrous.{index}.conv."
+            renames[f"{tv_branches}{index + 1}.1."] = f"{ours}atrous.{index}.bn."
+        pooling = f"{tv_branches}{len(atrous_rates) + 1}."
+        renames[f"{pooling}1."] = f"{ours}pooling.conv."
+        renames[f"{pooling}2."] = f"{ours}pooling.bn."
+        renames[f"{prefix}.0.project.0."] = f"{ours}project.conv."
+        renames[f"{prefix}.0.project.1."] = f"{ours}project.bn."
+        renames[f"{prefix}.1."] = f"{prefix}.block.conv."
+        renames[f"{prefix}.2."] = f"{prefix}.block.bn."
+        renames[f"{prefix}.4."] = f"{prefix}.score."
+        return head
+    raise ValueError(
+        f"from_torchvision: unsupported segmentation head {type(tv_head).__name__} at {prefix!r}"
+    )
+
+
+def _load_renamed_segmenter(model: nn.Module, tv: nn.Module, renames: dict[str, str]) -> None:
+    """Copy ``tv``'s weights (strict) and ``requires_grad`` flags into ``model``, renaming each
+    key by its longest matching prefix in ``renames``."""
+
+    def rename(name: str) -> str:
+        matches = [prefix for prefix in renames if name.startswith(prefix)]
+        if not matches:
+            raise ValueError(f"from_torchvision: no counterpart for torchvision's {name!r}")
+        prefix = max(matches, key=len)
+        return renames[prefix] + name.removeprefix(prefix)
+
+    state = OrderedDict((rename(key), value) for key, value in tv.state_dict().items())
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            "from_torchvision: converted segmentation weights do not fit; missing "
             f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
     ours = dict(model.named_parameters())

@@ -294,6 +294,28 @@ def test_fcn_recipe_trains_and_predicts_with_the_crf(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "p" / "x.png").size == (96, 48)  # image and labels side by side
+    plain = runner.invoke(app, ["eval", str(run), "--data", data])
+    refined = runner.invoke(
+        app,
+        [
+            "eval",
+            str(run),
+            "--data",
+            data,
+            "--crf-set",
+            "bilateral_sxy=10",
+            "--crf-set",
+            "iterations=3",
+        ],
+    )
+    assert plain.exit_code == 0 and refined.exit_code == 0, plain.output + refined.output
+    written = json.loads(
+        (run / "eval" / f"{data.replace(':', '_').replace(',', '_')}.crf.json").read_text()
+    )
+    assert written["crf"] == {"bilateral_sxy": 10.0, "iterations": 3}
+    assert 0.0 <= written["metrics"]["miou"] <= 1.0
+    unknown = runner.invoke(app, ["eval", str(run), "--data", data, "--crf-set", "sxy=3"])
+    assert unknown.exit_code == 2 and "'sxy' is unknown" in unknown.output
     detector = runner.invoke(
         app, ["train", "fcn8s", "--data", str(tmp_path), "--out", str(tmp_path / "r2")]
     )

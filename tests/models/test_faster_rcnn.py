@@ -87,8 +87,8 @@ def test_training_losses_equal_torchvision_with_the_same_seed():
 
 
 def test_unsupported_models_are_named():
-    with pytest.raises(ValueError, match="MaskRCNN"):
-        from_torchvision(TV.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None))
+    with pytest.raises(ValueError, match="RetinaNet"):
+        from_torchvision(TV.retinanet_resnet50_fpn(weights=None, weights_backbone=None))
     with pytest.raises(ValueError, match="ResNet"):
         from_torchvision(torchvision.models.resnet18())
 

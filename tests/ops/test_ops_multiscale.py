@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torchvision.ops.poolers import LevelMapper
 
-from structvision.ops.multiscale import MultiScaleRoIAlign, assign_fpn_levels
+from structvision.ops.multiscale import MultiScaleRoIAlign, MultiScaleRoIPool, assign_fpn_levels
 
 
 def random_boxes(num: int, height: int, width: int, gen: torch.Generator) -> torch.Tensor:
@@ -68,7 +68,7 @@ def test_multiscale_equals_torchvision(output_size, sampling_ratio):
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     assert ours.shape == ref.shape == (55, 4, out_h, out_w)
     assert torch.equal(ours, ref)
-    levels = assign_fpn_levels(torch.cat(boxes), canonical_size=64)
+    levels = assign_fpn_levels(torch.cat(boxes), canonical_size=32)
     assert set(levels.tolist()) == {2, 3, 4, 5}  # the comparison exercised several levels
     # names out of finest-to-coarsest order are refused
     shuffled = MultiScaleRoIAlign(
@@ -136,3 +136,23 @@ def test_multiscale_bad_inputs():
         MultiScaleRoIAlign(["p2", "p3"], 2, 2)(features, boxes, [(64, 64)])
     with pytest.raises(ValueError, match=r"boxes\[0\]"):
         MultiScaleRoIAlign(["p2"], 2, 2)(features, [torch.zeros(3, 5)], [(64, 64)])
+
+
+def test_multiscale_roi_pool_pools_each_box_on_its_level():
+    gen = torch.Generator().manual_seed(3)
+    image_sizes = [(100, 120), (128, 96)]
+    features = OrderedDict(
+        (f"p{level}", torch.randn(2, 4, 128 // 2**level, 128 // 2**level, generator=gen))
+        for level in (2, 3, 4, 5)
+    )
+    boxes = [random_boxes(40, h, w, gen) for h, w in image_sizes]
+    boxes[1] = torch.cat((boxes[1], torch.tensor([[0.0, 0.0, 127.0, 95.0]])))  # a large one
+    pooler = MultiScaleRoIPool(["p2", "p3", "p4", "p5"], 5, canonical_scale=32)
+    pooled = pooler(features, boxes, image_sizes)  # (81, 4, 5, 5)
+    levels = assign_fpn_levels(torch.cat(boxes), canonical_size=32)
+    assert set(levels.tolist()) == {2, 3, 4, 5}
+    image_idxs = torch.tensor([0] * 40 + [1] * 41)
+    for k, (box, level) in enumerate(zip(torch.cat(boxes), levels.tolist(), strict=True)):
+        roi = torch.cat((image_idxs[k : k + 1].float(), box))[None]  # (1, 5)
+        expected = torchvision.ops.roi_pool(features[f"p{level}"], roi, 5, 2.0**-level)
+        assert torch.equal(pooled[k : k + 1], expected)

@@ -3,10 +3,14 @@ import json
 import pytest
 import torch
 
+from structvision.data.synthetic import SKELETON
 from structvision.viz import (
+    COCO_PERSON_SKELETON,
     ReportSection,
     colorize_semantic,
+    default_skeleton,
     draw_instances,
+    draw_skeletons,
     plot_training_curves,
     read_metrics_jsonl,
     save_png,
@@ -67,6 +71,44 @@ def test_draw_instances_scales_and_draws_keypoints():
     assert drawn[:, 9, 9].sum() > 0  # the visible keypoint, at 3x
     with pytest.raises(ValueError, match="boxes"):
         draw_instances(image, {"boxes": torch.zeros(3)})
+
+
+def test_draw_skeletons_joins_labelled_points_in_each_instance_colour():
+    image = torch.zeros(3, 20, 20, dtype=torch.uint8)
+    keypoints = torch.tensor(
+        [
+            [[2.5, 2.5, 2.0], [16.5, 2.5, 1.0], [16.5, 16.5, 0.0]],  # limb 0-1; point 2 unlabelled
+            [[2.5, 10.5, 2.0], [2.5, 18.5, 2.0], [0.0, 0.0, 0.0]],
+        ]
+    )
+    colors = [(255, 0, 0), (0, 255, 0)]
+    drawn = draw_skeletons(
+        image, keypoints, skeleton=[(0, 1), (1, 2)], colors=colors, radius=1, width=1
+    )
+    assert drawn.shape == (3, 20, 20) and drawn.dtype == torch.uint8
+    assert drawn[:, 2, 9].tolist() == [255, 0, 0]  # middle of the first instance's limb
+    assert drawn[:, 9, 16].sum() == 0  # no limb to the unlabelled point
+    assert drawn[:, 16, 16].sum() == 0  # nor a dot on it
+    assert drawn[:, 14, 2].tolist() == [0, 255, 0]  # the second instance in its own colour
+    with pytest.raises(ValueError, match="skeleton"):
+        draw_skeletons(image, keypoints, skeleton=[(0, 3)])
+    with pytest.raises(ValueError, match=r"\(N, K, 3\)"):
+        draw_skeletons(image, keypoints[0])
+
+
+def test_draw_instances_uses_the_known_skeleton_for_the_keypoint_count():
+    assert default_skeleton(15) == SKELETON
+    assert default_skeleton(17) == COCO_PERSON_SKELETON and len(COCO_PERSON_SKELETON) == 19
+    assert default_skeleton(4) == ()
+    keypoints = torch.zeros(1, 15, 3)
+    keypoints[0, 1] = torch.tensor([5.5, 5.5, 2.0])  # neck
+    keypoints[0, 8] = torch.tensor([5.5, 25.5, 2.0])  # pelvis: SKELETON joins them
+    instances = {"boxes": torch.tensor([[0.0, 0.0, 30.0, 30.0]]), "labels": torch.tensor([1])}
+    image = torch.zeros(3, 30, 30)
+    spine = draw_instances(image, {**instances, "keypoints": keypoints})
+    assert spine[:, 15, 5].sum() > 0
+    no_lines = draw_instances(image, {**instances, "keypoints": keypoints}, skeleton=())
+    assert no_lines[:, 15, 5].sum() == 0
 
 
 def test_tile_and_save_png_round_trip(tmp_path):

@@ -208,7 +208,30 @@ def _check_categories(categories: list[Any], record: str) -> list[Problem]:
             isinstance(names, list) and all(isinstance(n, str) for n in names)
         ):
             problems.append(Problem(where, "category 'keypoints' must be a list of names"))
+        message = _check_skeleton(category.get("skeleton"), names)
+        if message:
+            problems.append(Problem(where, message))
     return problems
+
+
+def _check_skeleton(skeleton: Any, names: Any) -> str:
+    """'' when ``skeleton`` is absent or a list of 1-based ``[i, j]`` pairs of ``names``."""
+    if skeleton is None:
+        return ""
+    count = len(names) if isinstance(names, list) else 0
+    pairs_ok = isinstance(skeleton, list) and all(
+        isinstance(pair, list) and len(pair) == 2 and all(_is_int(k) for k in pair)
+        for pair in skeleton
+    )
+    if not pairs_ok:
+        return "category 'skeleton' must be a list of [i, j] keypoint pairs"
+    outside = [pair for pair in skeleton if not all(1 <= k <= count for k in pair)]
+    if outside:
+        return (
+            f"category 'skeleton' pairs {outside[:5]} are not 1-based indices of its "
+            f"{count} keypoints"
+        )
+    return ""
 
 
 def _check_images(images: list[Any]) -> list[Problem]:
@@ -665,6 +688,8 @@ class CocoDataset(Dataset):
             works (torchvision's convention).
         num_keypoints / keypoint_names / keypoint_flip_pairs: keypoint layout (0 / [] / []
             when the file has no keypoints).
+        skeleton: limbs as 0-based keypoint index pairs, from the category ``skeleton`` (which
+            COCO writes 1-based); ``[]`` when the file has none.
         image_root: the resolved image folder.
         skipped: problems whose records were dropped (``skip_invalid=True``).
     """
@@ -739,6 +764,8 @@ class CocoDataset(Dataset):
         named = [c for c in self.categories if c.get("keypoints")]
         self.keypoint_names: list[str] = list(named[0]["keypoints"]) if named else []
         self.keypoint_flip_pairs = keypoint_flip_pairs_from_names(self.keypoint_names)
+        limbs = (named[0].get("skeleton") or []) if named else []
+        self.skeleton: list[tuple[int, int]] = [(i - 1, j - 1) for i, j in limbs]
 
     def __len__(self) -> int:
         return len(self._images)

@@ -4,6 +4,8 @@ A SPEC is either a built-in generator with optional ``key=value`` settings,
 
     shapes
     shapes:seed=3,image_size=160,max_objects=8
+    shapes:figures=true       shapes plus a "person" class of stick figures with keypoints
+    shapes-pose               stick figures only, for keypoint (pose) training
 
 or a path to data on disk in a standard format:
 

@@ -47,6 +47,9 @@ PER_IMAGE_KEYS = frozenset({"image_id", "orig_size", "size"})
 # Dense per-pixel targets that detection transforms do not know how to move (a flip changes the
 # sign of flow, a resize the scale of disparity). ``semantic`` moves like a mask.
 DENSE_KEYS = frozenset({"depth", "disparity", "flow", "normals"})
+# Label maps ``(H, W)`` that move like masks: the training labels and, for scribble-labelled
+# data, the exact map they were drawn from.
+SEMANTIC_KEYS = ("semantic", "semantic_full")
 
 
 def _image_size(image: Tensor) -> tuple[int, int]:
@@ -58,8 +61,8 @@ def to_tv(image: Tensor, target: Target) -> tuple[tv_tensors.Image, Target]:
 
     ``image (3, H, W)`` becomes a ``tv_tensors.Image`` (uint8 is converted to float32 in
     ``[0, 1]``), ``boxes (N, 4)`` xyxy a ``tv_tensors.BoundingBoxes`` with
-    ``canvas_size=(H, W)``, ``masks (N, H, W)`` and ``semantic (H, W)`` ``tv_tensors.Mask``;
-    other entries are kept.
+    ``canvas_size=(H, W)``, ``masks (N, H, W)`` and ``semantic (H, W)`` (and
+    ``semantic_full``) ``tv_tensors.Mask``; other entries are kept.
     """
     if image.ndim != 3:
         raise ValueError(f"image must have shape (C, H, W), got {tuple(image.shape)}")
@@ -76,8 +79,9 @@ def to_tv(image: Tensor, target: Target) -> tuple[tv_tensors.Image, Target]:
         out["boxes"] = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width))
     if "masks" in target:
         out["masks"] = tv_tensors.Mask(target["masks"])  # (N, H, W)
-    if "semantic" in target:
-        out["semantic"] = tv_tensors.Mask(target["semantic"])  # (H, W), nearest when resized
+    for key in SEMANTIC_KEYS:
+        if key in target:
+            out[key] = tv_tensors.Mask(target[key])  # (H, W), nearest when resized
     image = F.to_dtype(image, torch.float32, scale=True)
     return tv_tensors.Image(image), out
 
@@ -94,8 +98,9 @@ def from_tv(image: Tensor, target: Target) -> tuple[Tensor, Target]:
         out["masks"] = out["masks"].to(torch.uint8)
     if "labels" in out:
         out["labels"] = out["labels"].to(torch.int64)
-    if "semantic" in out:
-        out["semantic"] = out["semantic"].to(torch.int64)
+    for key in SEMANTIC_KEYS:
+        if key in out:
+            out[key] = out[key].to(torch.int64)
     return image.as_subclass(Tensor), out
 
 
@@ -174,7 +179,7 @@ class RandomHorizontalFlip:
             return image, target
         width = _image_size(image)[1]
         target = dict(target)
-        for key in ("boxes", "masks", "semantic"):
+        for key in ("boxes", "masks", *SEMANTIC_KEYS):
             if key in target:
                 target[key] = F.horizontal_flip(target[key])
         if "keypoints" in target:
@@ -205,7 +210,7 @@ class RandomScale:
         scale_x, scale_y = new_width / width, new_height / height
         size = [new_height, new_width]
         target = dict(target)
-        for key in ("boxes", "masks", "semantic"):
+        for key in ("boxes", "masks", *SEMANTIC_KEYS):
             if key in target:
                 target[key] = F.resize(target[key], size)
         if "keypoints" in target:

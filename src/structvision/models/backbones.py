@@ -14,7 +14,12 @@ name    stride  ResNet stage
 ======  ======  ===========================================
 
 A map at stride ``s`` has spatial size ``ceil(H / s) x ceil(W / s)`` for the ResNets and the
-small backbone alike (every down-sampling is a padded stride-2 conv or pool). Each backbone has
+small backbone alike (every down-sampling is a padded stride-2 conv or pool).
+
+:func:`dilated_resnet_backbone` is the semantic segmentation variant (DeepLab, torchvision's
+``fcn_resnet50``): some of ``layer2 .. layer4`` trade their stride 2 for dilated 3x3
+convolutions (``replace_stride_with_dilation``), so with the usual ``(False, True, True)``
+``c3``, ``c4`` and ``c5`` all have stride 8 and size ``ceil(H / 8) x ceil(W / 8)``. Each backbone has
 ``out_channels: dict[str, int]`` and ``strides: dict[str, int]`` keyed like its output, which is
 what :class:`structvision.models.fpn.FeaturePyramidNetwork` and the detection heads read.
 
@@ -40,6 +45,7 @@ __all__ = [
     "FrozenBatchNorm2d",
     "ResNetFeatures",
     "SmallBackbone",
+    "dilated_resnet_backbone",
     "fold_frozen_batchnorm",
     "load_resnet_weights",
     "resnet_backbone",
@@ -52,6 +58,12 @@ _RESNET_BUILDERS: dict[int, Callable[..., torchvision.models.ResNet]] = {
     18: torchvision.models.resnet18,
     34: torchvision.models.resnet34,
     50: torchvision.models.resnet50,
+}
+# Bottleneck ResNets only: torchvision's BasicBlock cannot dilate.
+_DILATED_RESNET_BUILDERS: dict[int, Callable[..., torchvision.models.ResNet]] = {
+    50: torchvision.models.resnet50,
+    101: torchvision.models.resnet101,
+    152: torchvision.models.resnet152,
 }
 # torchvision's freezing order: the first ``trainable_layers`` entries stay trainable.
 _RESNET_TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
@@ -110,10 +122,12 @@ class ResNetFeatures(nn.Module):
             f"c{i + 1}": _stage_out_channels(getattr(resnet, f"layer{i}"))
             for i in self.returned_layers
         }
-        self.strides = {f"c{i + 1}": 2 ** (i + 1) for i in self.returned_layers}
+        stage_strides = _stage_strides(resnet)  # stride of layer1 .. layer4 (8 when dilated)
+        self.strides = {f"c{i + 1}": stage_strides[i - 1] for i in self.returned_layers}
 
     def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
-        """``images (B, 3, H, W)`` normalised -> ``{"c2": (B, C2, H/4, W/4), ...}``."""
+        """``images (B, 3, H, W)`` normalised -> ``{"c2": (B, C2, H/4, W/4), ...}`` (sizes
+        ``ceil(H / stride)``; see ``strides``)."""
         _check_images(images)
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))  # (B, 64, H/4, W/4)
         features: OrderedDict[str, Tensor] = OrderedDict()
@@ -122,6 +136,17 @@ class ResNetFeatures(nn.Module):
             if index in self.returned_layers:
                 features[f"c{index + 1}"] = x
         return features
+
+
+def _stage_strides(resnet: torchvision.models.ResNet) -> list[int]:
+    """Total strides after ``layer1 .. layer4``: the stem has stride 4, and a stage halves the
+    resolution exactly when its first block's shortcut is a strided 1x1 conv."""
+    strides, stride = [], 4
+    for index in range(1, 5):
+        downsample = getattr(resnet, f"layer{index}")[0].downsample
+        stride *= downsample[0].stride[0] if downsample is not None else 1
+        strides.append(stride)
+    return strides
 
 
 def _stage_out_channels(stage: nn.Sequential) -> int:
@@ -158,10 +183,81 @@ def resnet_backbone(
     """
     if depth not in _RESNET_BUILDERS:
         raise ValueError(f"depth must be one of {sorted(_RESNET_BUILDERS)}, got {depth!r}")
+    return _build_resnet_features(
+        _RESNET_BUILDERS[depth],
+        norm=norm,
+        trainable_layers=trainable_layers,
+        returned_layers=returned_layers,
+        weights_path=weights_path,
+        replace_stride_with_dilation=(False, False, False),
+    )
+
+
+def dilated_resnet_backbone(
+    depth: int,
+    *,
+    replace_stride_with_dilation: Sequence[bool] = (False, True, True),
+    norm: NormName = "batch",
+    trainable_layers: int = 5,
+    returned_layers: Sequence[int] = (3, 4),
+    weights_path: str | Path | None = None,
+) -> ResNetFeatures:
+    """A torchvision ResNet-``depth`` trunk whose later stages use dilation instead of stride,
+    for dense prediction (DeepLab; torchvision's ``fcn_resnet50``/``deeplabv3_resnet50``).
+
+    Args:
+        depth: 50, 101 or 152 (Bottleneck ResNets; torchvision's BasicBlock cannot dilate).
+        replace_stride_with_dilation: one flag for each of ``layer2, layer3, layer4``: a
+            ``True`` stage keeps the resolution and dilates its 3x3 convolutions (by 2 for the
+            first replaced stage, 4 for the second, ...). The default gives ``c3``, ``c4`` and
+            ``c5`` at stride 8 (output stride 8); ``(False, False, True)`` gives stride 16.
+        norm, trainable_layers, weights_path: as in :func:`resnet_backbone`; the defaults
+            (``nn.BatchNorm2d``, everything trainable) are torchvision's segmentation setup.
+        returned_layers: which of ``layer1 .. layer4`` to return, as ``c{i + 1}``; by default
+            ``c4`` (for an auxiliary head) and ``c5``.
+
+    Returns:
+        A :class:`ResNetFeatures` mapping normalised ``(B, 3, H, W)`` images to feature maps of
+        size ``ceil(H / s) x ceil(W / s)`` at the strides ``s`` listed in its ``strides``.
+    """
+    if depth not in _DILATED_RESNET_BUILDERS:
+        raise ValueError(
+            f"depth must be one of {sorted(_DILATED_RESNET_BUILDERS)} (Bottleneck ResNets), "
+            f"got {depth!r}"
+        )
+    flags = tuple(replace_stride_with_dilation)
+    if len(flags) != 3 or not all(isinstance(flag, bool) for flag in flags):
+        raise ValueError(
+            "replace_stride_with_dilation must be 3 bools (for layer2, layer3, layer4), "
+            f"got {replace_stride_with_dilation!r}"
+        )
+    return _build_resnet_features(
+        _DILATED_RESNET_BUILDERS[depth],
+        norm=norm,
+        trainable_layers=trainable_layers,
+        returned_layers=returned_layers,
+        weights_path=weights_path,
+        replace_stride_with_dilation=flags,
+    )
+
+
+def _build_resnet_features(
+    builder: Callable[..., torchvision.models.ResNet],
+    *,
+    norm: NormName,
+    trainable_layers: int,
+    returned_layers: Sequence[int],
+    weights_path: str | Path | None,
+    replace_stride_with_dilation: tuple[bool, bool, bool],
+) -> ResNetFeatures:
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be in [0, 5], got {trainable_layers!r}")
     norm_layer = _norm_layer(norm, allowed=("frozen", "batch", "group"))
-    resnet = _RESNET_BUILDERS[depth](weights=None, norm_layer=norm_layer)
+    resnet = builder(
+        weights=None,
+        norm_layer=norm_layer,
+        replace_stride_with_dilation=list(replace_stride_with_dilation),
+    )
     backbone = ResNetFeatures(resnet, returned_layers=returned_layers)
     if weights_path is not None:
         load_resnet_weights(backbone, weights_path)

@@ -15,7 +15,7 @@ from structvision.ops.crf import (
     mean_field,
     partial_cross_entropy,
 )
-from structvision.ops.multiscale import MultiScaleRoIAlign, assign_fpn_levels
+from structvision.ops.multiscale import MultiScaleRoIAlign, MultiScaleRoIPool, assign_fpn_levels
 from structvision.ops.permutohedral import PermutohedralLattice, permutohedral_filter
 from structvision.ops.roi import RoIAlign, RoIPool, roi_align, roi_pool
 from structvision.ops.spp import (
@@ -27,6 +27,7 @@ from structvision.ops.spp import (
 __all__ = [
     "DenseCRF",
     "MultiScaleRoIAlign",
+    "MultiScaleRoIPool",
     "PermutohedralLattice",
     "RoIAlign",
     "RoIPool",

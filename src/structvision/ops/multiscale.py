@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from structvision.ops.roi import roi_align
+from structvision.ops.roi import roi_align, roi_pool
 from structvision.structures import box_area
 
-__all__ = ["MultiScaleRoIAlign", "assign_fpn_levels"]
+__all__ = ["MultiScaleRoIAlign", "MultiScaleRoIPool", "assign_fpn_levels"]
 
 
 def assign_fpn_levels(
@@ -132,16 +132,20 @@ class MultiScaleRoIAlign(nn.Module):
         pooled = first.new_zeros((rois.shape[0], first.shape[1], *self.output_size))
         for index, (feature_map, level) in enumerate(zip(feature_maps, levels, strict=True)):
             idx_in_level = torch.nonzero(map_index == index).squeeze(1)  # (K_l,)
-            pooled_level = roi_align(
-                feature_map,
-                rois[idx_in_level],
-                self.output_size,
-                spatial_scale=2.0**-level,
-                sampling_ratio=self.sampling_ratio,
-                aligned=False,
-            )  # (K_l, C, h, w)
+            pooled_level = self._pool_level(feature_map, rois[idx_in_level], level)
             pooled[idx_in_level] = pooled_level.to(pooled.dtype)
         return pooled
+
+    def _pool_level(self, feature_map: Tensor, rois: Tensor, level: int) -> Tensor:
+        """RoIAlign ``(K_l, 5)`` rois on one ``(B, C, H_l, W_l)`` map -> ``(K_l, C, h, w)``."""
+        return roi_align(
+            feature_map,
+            rois,
+            self.output_size,
+            spatial_scale=2.0**-level,
+            sampling_ratio=self.sampling_ratio,
+            aligned=False,
+        )
 
     def _pyramid(
         self, features: dict[str, Tensor], image_sizes: list[tuple[int, int]]
@@ -175,6 +179,45 @@ class MultiScaleRoIAlign(nn.Module):
             f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
             f"sampling_ratio={self.sampling_ratio}"
         )
+
+
+class MultiScaleRoIPool(MultiScaleRoIAlign):
+    """RoIPool (Fast R-CNN's quantised max pooling) each box on the level that matches its size.
+
+    The same level assignment and scale inference as :class:`MultiScaleRoIAlign`, only the
+    pooling differs: the box corners are rounded to feature cells and each bin takes the maximum
+    (:func:`~structvision.ops.roi_pool`). This is the RoIPool side of Mask R-CNN's RoIAlign
+    ablation (He et al. 2017, Table 2c) on an FPN.
+
+    Args:
+        featmap_names: keys of the feature dict to pool from.
+        output_size: ``(h, w)`` bins per box, or one int for both.
+        canonical_scale: box side in pixels that maps to ``canonical_level`` (eq. 1).
+        canonical_level: ``k0`` of eq. 1.
+    """
+
+    def __init__(
+        self,
+        featmap_names: list[str],
+        output_size: int | tuple[int, int],
+        *,
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+    ) -> None:
+        super().__init__(
+            featmap_names,
+            output_size,
+            0,
+            canonical_scale=canonical_scale,
+            canonical_level=canonical_level,
+        )
+
+    def _pool_level(self, feature_map: Tensor, rois: Tensor, level: int) -> Tensor:
+        """RoIPool ``(K_l, 5)`` rois on one ``(B, C, H_l, W_l)`` map -> ``(K_l, C, h, w)``."""
+        return roi_pool(feature_map, rois, self.output_size, spatial_scale=2.0**-level)
+
+    def extra_repr(self) -> str:
+        return f"featmap_names={self.featmap_names}, output_size={self.output_size}"
 
 
 def _infer_level(feature_map: Tensor, image_h: int) -> int:

@@ -1,7 +1,8 @@
-"""structvision.structures: pure tensor code for boxes, matching, sampling and masks.
+"""structvision.structures: pure tensor code for boxes, matching, sampling, masks, keypoints.
 
 Boxes are float ``(N, 4)`` tensors in absolute pixels, ``xyxy`` unless a function says
-otherwise; masks are uint8 ``(N, H, W)`` (see DESIGN.md's data contracts).
+otherwise; masks are uint8 ``(N, H, W)``; keypoints ``(N, K, 3)`` ``(x, y, visibility)`` (see
+DESIGN.md's data contracts).
 """
 
 from structvision.structures.boxes import (
@@ -13,6 +14,7 @@ from structvision.structures.boxes import (
     clip_boxes_to_image,
     remove_small_boxes,
 )
+from structvision.structures.keypoints import heatmaps_to_keypoints, keypoints_to_heatmap_targets
 from structvision.structures.masks import (
     mask_to_rle,
     masks_to_boxes,
@@ -32,6 +34,8 @@ __all__ = [
     "box_convert",
     "box_iou",
     "clip_boxes_to_image",
+    "heatmaps_to_keypoints",
+    "keypoints_to_heatmap_targets",
     "mask_to_rle",
     "masks_to_boxes",
     "paste_masks_in_image",

@@ -34,6 +34,7 @@ MODEL_OPTIONS = (
     "pooler",
     "min_size",
     "max_size",
+    "roi_canonical_scale",
     "trainable_layers",
     "weights_path",
     "proposal_mode",

@@ -55,6 +55,8 @@ class Recipe:
     draw: Callable[[torch.Tensor, dict, Sequence[str]], torch.Tensor] | None = None
     #: Keys of ``Task.model_config["kwargs"]`` a user may change with ``--set model.KEY=...``.
     model_options: tuple[str, ...] = field(default_factory=tuple)
+    #: Whether predictions hold ``semantic_logits`` (so the dense CRF can refine them).
+    predicts_semantic: bool = False
 
 
 #: The registry of recipes, by name. Later modules add their recipes here.

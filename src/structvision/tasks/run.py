@@ -179,25 +179,51 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "data"
 
 
-def run_eval(run: str | Path, *, data: str, out: str | Path | None = None) -> dict[str, float]:
+def _with_crf(model: nn.Module, recipe: Recipe, crf: dict[str, float] | None) -> nn.Module:
+    """``model`` followed by the dense CRF when ``crf`` is not None (its parameters)."""
+    if crf is None:
+        return model
+    from structvision.models.segmentation.postprocess import CRFRefiner
+
+    if not recipe.predicts_semantic:
+        raise RecipeError(
+            f"--crf refines semantic segmentations; recipe {recipe.name!r} predicts none"
+        )
+    return CRFRefiner(model, **crf).eval()
+
+
+def run_eval(
+    run: str | Path,
+    *,
+    data: str,
+    out: str | Path | None = None,
+    crf: dict[str, float] | None = None,
+) -> dict[str, float]:
     """Evaluate the model of ``run`` on ``data``; metrics are written as JSON and returned.
 
-    Without ``out`` the JSON goes to ``RUN/eval/<data>.json``. Evaluators that can write their
-    predictions (COCO) also write them beside it, as ``<name>.predictions.json`` in the COCO
-    results format.
+    Without ``out`` the JSON goes to ``RUN/eval/<data>.json`` (``<data>.crf.json`` with the
+    CRF). Evaluators that can write their predictions (COCO) also write them beside it, as
+    ``<name>.predictions.json`` in the COCO results format. ``crf`` (a dict of `dense_crf`
+    parameters, ``{}`` for its defaults) refines semantic segmentations with the dense CRF
+    before they are scored.
     """
     from structvision.engine import evaluate
     from structvision.engine.files import write_json_atomic
 
     recipe, model, _ = load_trained_model(run)
+    model = _with_crf(model, recipe, crf)
     dataset = build_dataset(data, split="val")
     evaluator = recipe.build_evaluator(dataset)
     metrics = evaluate(
         model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
     )
-    target = Path(out) if out is not None else Path(run) / "eval" / f"{_slug(data)}.json"
+    suffix = ".crf.json" if crf is not None else ".json"
+    target = Path(out) if out is not None else Path(run) / "eval" / f"{_slug(data)}{suffix}"
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(target, {"data": data, "recipe": recipe.name, "metrics": metrics})
+    record = {"data": data, "recipe": recipe.name, "metrics": metrics}
+    if crf is not None:
+        record["crf"] = crf
+    write_json_atomic(target, record)
     if hasattr(evaluator, "results_json"):
         evaluator.results_json(target.with_name(target.stem + ".predictions.json"))
     return metrics
@@ -218,15 +244,15 @@ def run_predict(
     images: Sequence[str | Path],
     out: str | Path,
     score_threshold: float = 0.5,
-    crf: bool = False,
+    crf: dict[str, float] | None = None,
 ) -> Path:
     """Predict on image files: overlays ``OUT/<name>.png`` and ``OUT/predictions.json``.
 
     ``predictions.json`` lists instance predictions in the COCO results format
     (``bbox`` as xywh pixels, ``category_id`` mapped back to the training data's ids) with a
     ``file_name`` field naming the input image. Every image is read before anything is written.
-    With ``crf=True`` a semantic segmentation is refined by the fully connected CRF
-    (`structvision.ops.dense_crf` with its default parameters) before it is drawn.
+    With ``crf`` (a dict of `dense_crf` parameters, ``{}`` for its defaults) a semantic
+    segmentation is refined by the fully connected CRF before it is drawn.
     """
     from structvision.engine.files import write_json_atomic
     from structvision.viz import save_png
@@ -237,6 +263,7 @@ def run_predict(
     loaded = [_read_image(p) for p in paths]  # fails on a bad file before writing anything
     recipe, model, model_config = load_trained_model(run)
     device = next(model.parameters()).device
+    model = _with_crf(model, recipe, crf)
     class_names = model_config.get("class_names", ())
     to_category = {int(k): v for k, v in model_config.get("label_to_category_id", {}).items()}
     out = Path(out)
@@ -245,8 +272,6 @@ def run_predict(
     with torch.no_grad():
         for index, (path, image) in enumerate(zip(paths, loaded, strict=True)):
             prediction = _to_cpu(model([image.to(device)])[0])
-            if crf:
-                prediction = _refine_with_crf(image, prediction, recipe)
             if "scores" in prediction:
                 keep = prediction["scores"] >= score_threshold
                 prediction = {
@@ -260,18 +285,6 @@ def run_predict(
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(target, results)
     return target
-
-
-def _refine_with_crf(image: torch.Tensor, prediction: dict, recipe: Recipe) -> dict:
-    from structvision.ops import dense_crf
-
-    if "semantic_logits" not in prediction:
-        raise ValueError(
-            f"--crf refines semantic segmentations; recipe {recipe.name!r} predicts none"
-        )
-    probs = prediction["semantic_logits"].float().softmax(dim=0)  # (C, H, W)
-    refined = dense_crf(image, probs)  # (C, H, W) marginals
-    return {**prediction, "semantic": refined.argmax(dim=0), "semantic_probs": refined}
 
 
 def _instance_results(file_name: str, prediction: dict, to_category: dict[int, int]) -> list[dict]:

@@ -3,11 +3,18 @@
 The ``shapes`` generator gives exact semantic label maps (``ignore_band=N`` adds a VOC-style
 255 band at object boundaries); a Pascal VOC folder is read with its ``SegmentationClass``
 PNGs. Predictions can be refined by the dense CRF (``structvision predict --crf``).
+
+Weak supervision (Tang et al. 2018): ``--data shapes:scribbles=true`` trains on scribbles
+(partial cross-entropy on the stroke pixels) and ``--set model.crf_loss_weight=...`` adds the
+dense-CRF regularised loss. The validation data is always scored against full labels: the
+recipe drops ``scribbles`` from the validation SPEC (``--val-data`` or the one derived from
+``--data``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -15,7 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from structvision.data.collate import collate_detection
-from structvision.data.spec import build_dataset, parse_spec
+from structvision.data.spec import DataSpec, build_dataset, parse_spec
 from structvision.data.transforms import detection_train_transforms
 from structvision.engine import TrainConfig
 from structvision.evaluation.segmentation import SegmentationEvaluator
@@ -23,7 +30,18 @@ from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
 
 __all__ = ["build_segmenter", "draw_segmentation", "segmentation_evaluator"]
 
-MODEL_OPTIONS = ("arch", "width", "norm", "depth", "weights_path", "trainable_upsampling")
+MODEL_OPTIONS = (
+    "arch",
+    "width",
+    "norm",
+    "depth",
+    "weights_path",
+    "trainable_upsampling",
+    "crf_loss_weight",
+    "crf_sxy",
+    "crf_srgb",
+    "crf_scale",
+)
 
 
 def build_segmenter(*, arch: str, variant: str, num_classes: int, **options: Any) -> nn.Module:
@@ -39,8 +57,8 @@ def build_segmenter(*, arch: str, variant: str, num_classes: int, **options: Any
         raise RecipeError(f"model.arch {arch!r}: {error}") from error
 
 
-def _dataset(spec: str, *, split: str, transforms=None) -> Dataset:
-    parsed = parse_spec(spec)
+def _dataset(spec: str | DataSpec, *, split: str, transforms=None) -> Dataset:
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
     if parsed.kind == "voc":
         from structvision.data.voc import resolve_voc_root
         from structvision.data.voc_segmentation import VOCSegmentation
@@ -54,6 +72,15 @@ def _dataset(spec: str, *, split: str, transforms=None) -> Dataset:
             f"data {spec}: semantic segmentation reads 'shapes' or a Pascal VOC folder"
         )
     return build_dataset(parsed, split=split, transforms=transforms)
+
+
+def _full_labels(spec: str) -> str | DataSpec:
+    """``spec`` without ``scribbles=...``: validation is scored against the full label maps."""
+    parsed = parse_spec(spec)
+    if parsed.kind != "generator" or "scribbles" not in parsed.options:
+        return spec
+    options = {k: v for k, v in parsed.options.items() if k != "scribbles"}
+    return replace(parsed, options=options)
 
 
 def segmentation_evaluator(dataset: Dataset) -> SegmentationEvaluator:
@@ -79,7 +106,7 @@ def _setup(variant: str):
         train_dataset = _dataset(
             data, split="train", transforms=detection_train_transforms(scale_range=None)
         )
-        val_dataset = _dataset(val_data or data, split="val")
+        val_dataset = _dataset(_full_labels(val_data or data), split="val")
         class_names = list(train_dataset.class_names)
         kwargs = {
             "arch": "small",
@@ -121,4 +148,5 @@ for _variant in ("32s", "16s", "8s"):
         collate_fn=collate_detection,
         draw=draw_segmentation,
         model_options=MODEL_OPTIONS,
+        predicts_semantic=True,
     )

@@ -1,8 +1,11 @@
 """Overlays, colour maps, plots and the HTML run report."""
 
 from structvision.viz.draw import (
+    COCO_PERSON_SKELETON,
     colorize_semantic,
+    default_skeleton,
     draw_instances,
+    draw_skeletons,
     instance_colors,
     save_png,
     semantic_palette,
@@ -16,9 +19,12 @@ from structvision.viz.report import (
 )
 
 __all__ = [
+    "COCO_PERSON_SKELETON",
     "ReportSection",
     "colorize_semantic",
+    "default_skeleton",
     "draw_instances",
+    "draw_skeletons",
     "instance_colors",
     "plot_training_curves",
     "read_metrics_jsonl",

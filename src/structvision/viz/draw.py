@@ -7,30 +7,49 @@ or ``uint8`` tensors, and returns ``(3, H', W')`` ``uint8`` tensors ready for
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torchvision.utils import (
-    draw_bounding_boxes,
-    draw_keypoints,
-    draw_segmentation_masks,
-    make_grid,
-)
+from PIL import Image, ImageDraw
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
+
+from structvision.data.synthetic.figures import SKELETON as STICK_FIGURE_SKELETON
 
 __all__ = [
+    "COCO_PERSON_SKELETON",
     "colorize_semantic",
+    "default_skeleton",
     "draw_instances",
+    "draw_skeletons",
     "instance_colors",
     "save_png",
     "semantic_palette",
     "tile_images",
 ]
 
-_DRAW_KEYPOINTS_HAS_VISIBILITY = "visibility" in inspect.signature(draw_keypoints).parameters
+COCO_PERSON_SKELETON: tuple[tuple[int, int], ...] = tuple(
+    (i - 1, j - 1)
+    for i, j in (
+        (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8),
+        (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
+    )
+)  # fmt: skip
+"""The limbs of COCO's 17 person keypoints as 0-based index pairs (COCO's file is 1-based)."""
+
+# Distinct, saturated colours for the skeletons of neighbouring instances.
+_SKELETON_COLORS: tuple[tuple[int, int, int], ...] = (
+    (255, 215, 0),
+    (0, 230, 255),
+    (255, 60, 200),
+    (120, 255, 60),
+    (255, 130, 30),
+    (150, 110, 255),
+    (255, 255, 255),
+    (40, 120, 255),
+)
 
 
 def semantic_palette(num_colors: int = 256) -> torch.Tensor:
@@ -70,6 +89,61 @@ def _upscale(image: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(image[None].float(), scale_factor=scale, mode="nearest")[0].to(torch.uint8)
 
 
+def default_skeleton(num_keypoints: int) -> tuple[tuple[int, int], ...]:
+    """Limbs of a known keypoint layout, by its number of keypoints: 15 is structvision's stick
+    figure (:data:`structvision.data.synthetic.figures.SKELETON`), 17 COCO's person
+    (:data:`COCO_PERSON_SKELETON`); any other count has no known skeleton, ``()``."""
+    return {15: STICK_FIGURE_SKELETON, 17: COCO_PERSON_SKELETON}.get(int(num_keypoints), ())
+
+
+def draw_skeletons(
+    image: torch.Tensor,
+    keypoints: torch.Tensor,
+    *,
+    skeleton: Sequence[tuple[int, int]] = (),
+    colors: Sequence[tuple[int, int, int]] | None = None,
+    radius: int = 2,
+    width: int = 2,
+) -> torch.Tensor:
+    """Draw keypoints and the limbs between them, one colour per instance.
+
+    Args:
+        image: ``(3, H, W)`` float in ``[0, 1]`` or uint8.
+        keypoints: ``(N, K, 3)`` ``(x, y, visibility)`` in continuous pixel coordinates of
+            ``image`` (pixel ``j`` spans ``[j, j + 1)``); points with visibility 0 are not
+            drawn, nor are limbs that end at one.
+        skeleton: limbs as pairs of 0-based keypoint indices.
+        colors: one RGB colour per instance; default: a fixed cycle of distinct colours.
+        radius: radius of a keypoint's dot, pixels.
+        width: line width of a limb, pixels.
+
+    Returns:
+        ``(3, H, W)`` uint8.
+    """
+    if keypoints.ndim != 3 or keypoints.shape[-1] != 3:
+        raise ValueError(f"keypoints must be (N, K, 3), got {tuple(keypoints.shape)}")
+    num_keypoints = keypoints.shape[1]
+    bad = [pair for pair in skeleton if not all(0 <= int(k) < num_keypoints for k in pair)]
+    if bad:
+        raise ValueError(f"skeleton has pairs {bad} outside the {num_keypoints} keypoints")
+    if colors is not None and len(colors) < len(keypoints):
+        raise ValueError(f"colors has {len(colors)} entries for {len(keypoints)} instances")
+    canvas = Image.fromarray(_to_uint8(image).permute(1, 2, 0).contiguous().numpy())
+    draw = ImageDraw.Draw(canvas)
+    for i, points in enumerate(keypoints.detach().float().cpu().tolist()):
+        color = tuple(colors[i]) if colors is not None else _SKELETON_COLORS[i % 8]
+        # PIL addresses pixel centres by integers: continuous x is PIL's x - 0.5
+        centres = [(x - 0.5, y - 0.5) for x, y, _ in points]
+        for a, b in skeleton:
+            if points[a][2] > 0 and points[b][2] > 0:
+                draw.line([centres[a], centres[b]], fill=color, width=width)
+        for (x, y), (_, _, visibility) in zip(centres, points, strict=True):
+            if visibility > 0:
+                box = [x - radius, y - radius, x + radius, y + radius]
+                draw.ellipse(box, fill=color, outline=(0, 0, 0))
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).contiguous()
+
+
 def draw_instances(
     image: torch.Tensor,
     instances: dict[str, torch.Tensor],
@@ -91,7 +165,10 @@ def draw_instances(
             at ``mask_threshold``) and ``keypoints (N, K, 3)`` as ``(x, y, visibility)``.
         class_names: names indexed by label; label 0 is background. Without it labels are
             written as numbers.
-        skeleton: pairs of keypoint indices to connect with lines.
+        skeleton: pairs of keypoint indices to connect with lines; ``None`` picks
+            :func:`default_skeleton` for the keypoint count, ``()`` draws no lines. Keypoints
+            (with visibility > 0) and limbs are drawn by :func:`draw_skeletons`, one colour per
+            instance so that overlapping people stay apart.
         scale: integer upscaling applied before drawing, so that small images stay legible.
 
     Returns:
@@ -130,17 +207,13 @@ def draw_instances(
 
     keypoints = instances.get("keypoints")
     if keypoints is not None and len(keypoints):
-        keypoints = keypoints.detach().float().cpu()[keep]
-        xy = keypoints[..., :2] * scale
-        visible = keypoints[..., 2] > 0
-        connectivity = [tuple(pair) for pair in skeleton] if skeleton else None
-        if _DRAW_KEYPOINTS_HAS_VISIBILITY:
-            canvas = draw_keypoints(
-                canvas, xy, connectivity=connectivity, colors="yellow", visibility=visible
-            )
-        else:  # torchvision < 0.20: draw only the visible points, without the skeleton
-            for points, vis in zip(xy, visible, strict=True):
-                canvas = draw_keypoints(canvas, points[vis][None], colors="yellow")
+        keypoints = keypoints.detach().float().cpu()[keep].clone()  # (N, K, 3)
+        keypoints[..., :2] *= scale
+        if skeleton is None:
+            skeleton = default_skeleton(keypoints.shape[1])
+        canvas = draw_skeletons(
+            canvas, keypoints, skeleton=skeleton, radius=max(1, scale), width=max(1, scale)
+        )
     return canvas
 
 

@@ -5,6 +5,15 @@ dataset class; every class takes keyword-only ``split``, ``num_images``, ``seed`
 ``transforms`` and config overrides.
 """
 
+from structvision.data.synthetic.figures import (
+    FLIP_PAIRS,
+    KEYPOINT_NAMES,
+    KEYPOINT_SIGMAS,
+    SKELETON,
+    keypoint_targets,
+    sample_figure,
+    sample_pose,
+)
 from structvision.data.synthetic.geometry import SHAPE_POLYGONS, object_polygon
 from structvision.data.synthetic.render import (
     IGNORE_INDEX,
@@ -12,32 +21,47 @@ from structvision.data.synthetic.render import (
     instance_targets,
     render_scene,
 )
-from structvision.data.synthetic.scene import Background, Scene, ShapeObject, Stroke
+from structvision.data.synthetic.scene import Background, Scene, ShapeObject, StickFigure, Stroke
+from structvision.data.synthetic.scribbles import labelled_fraction, scribble_labels
 from structvision.data.synthetic.shapes import (
     CLASS_NAMES,
+    POSE_CONFIG,
     ShapesConfig,
     ShapesDataset,
+    ShapesPoseDataset,
     sample_rng,
     sample_scene,
 )
 
-GENERATORS: dict[str, type] = {"shapes": ShapesDataset}
+GENERATORS: dict[str, type] = {"shapes": ShapesDataset, "shapes-pose": ShapesPoseDataset}
 
 __all__ = [
     "CLASS_NAMES",
+    "FLIP_PAIRS",
     "GENERATORS",
     "IGNORE_INDEX",
+    "KEYPOINT_NAMES",
+    "KEYPOINT_SIGMAS",
+    "POSE_CONFIG",
     "SHAPE_POLYGONS",
+    "SKELETON",
     "Background",
     "RenderedScene",
     "Scene",
     "ShapeObject",
     "ShapesConfig",
     "ShapesDataset",
+    "ShapesPoseDataset",
+    "StickFigure",
     "Stroke",
     "instance_targets",
+    "keypoint_targets",
+    "labelled_fraction",
     "object_polygon",
     "render_scene",
+    "sample_figure",
+    "sample_pose",
     "sample_rng",
     "sample_scene",
+    "scribble_labels",
 ]

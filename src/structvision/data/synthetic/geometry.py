@@ -1,4 +1,4 @@
-"""Shape table and exact rasterisation of objects and strokes.
+"""Shape table and exact rasterisation of objects (shapes, stick figures) and strokes.
 
 Every class is one entry of :data:`SHAPE_POLYGONS`: a unit polygon centred on the origin whose
 farthest vertex lies at distance 1 (circumradius 1). Adding a class is adding an entry.
@@ -15,10 +15,13 @@ import math
 import cv2
 import numpy as np
 
-from structvision.data.synthetic.scene import Color, ShapeObject, Stroke
+from structvision.data.synthetic.figures import SKELETON
+from structvision.data.synthetic.scene import Color, ShapeObject, StickFigure, Stroke
 
 _SHIFT = 4  # fractional bits of cv2 sub-pixel coordinates
 _ONE = float(1 << _SHIFT)
+_CAP_VERTICES = 9  # vertices on each round cap of a capsule (a half circle)
+_HEAD_VERTICES = 32
 
 
 def _regular_polygon(num_vertices: int, *, start_angle: float) -> np.ndarray:
@@ -96,10 +99,66 @@ def rasterize_polygon(
     return y0, x0, canvas.view(bool)
 
 
+_CAP_SWEEP = np.linspace(-0.5 * math.pi, 0.5 * math.pi, _CAP_VERTICES)  # (V,) cap angles
+_UNIT_HEAD = _regular_polygon(_HEAD_VERTICES, start_angle=0.0)  # (V, 2) unit disc outline
+
+
+def capsule_polygons(starts: np.ndarray, ends: np.ndarray, *, radius: float) -> np.ndarray:
+    """Convex outlines ``(L, 2 * _CAP_VERTICES, 2)`` of capsules: the points within ``radius``
+    of the segments ``starts[l]``–``ends[l]`` (``(L, 2)`` each, pixels), round caps included.
+
+    The caps are inscribed polygons, so the outline lies inside the true capsule and keeps at
+    least ``radius * cos(pi / (2 * (_CAP_VERTICES - 1)))`` from the segment.
+    """
+    delta = ends - starts  # (L, 2)
+    heading = np.arctan2(delta[:, 1], delta[:, 0])  # (L,), 0 for a zero-length segment
+    around_end = heading[:, None] + _CAP_SWEEP  # (L, V)
+    around_start = around_end + math.pi
+    end_cap = ends[:, None] + radius * np.stack([np.cos(around_end), np.sin(around_end)], -1)
+    start_cap = starts[:, None] + radius * np.stack(
+        [np.cos(around_start), np.sin(around_start)], -1
+    )
+    return np.concatenate([end_cap, start_cap], axis=1)
+
+
+def figure_parts(figure: StickFigure) -> list[np.ndarray]:
+    """Convex outlines ``(V, 2)`` (pixels) whose union is the figure: one capsule per limb of
+    :data:`~structvision.data.synthetic.figures.SKELETON`, then the head disc."""
+    joints = np.asarray(figure.keypoints, dtype=np.float64)  # (K, 2)
+    limbs = np.asarray(SKELETON)  # (L, 2)
+    capsules = capsule_polygons(
+        joints[limbs[:, 0]], joints[limbs[:, 1]], radius=0.5 * figure.limb_width
+    )
+    head = figure.head_radius * _UNIT_HEAD + joints[0]
+    return [*capsules, head]
+
+
+def rasterize_convex_parts(
+    parts: list[np.ndarray], *, image_size: tuple[int, int]
+) -> tuple[int, int, np.ndarray]:
+    """Fill the union of convex outlines (each ``(V, 2)``, pixels) as a crop; the return value
+    is as for :func:`rasterize_polygon`. (``cv2.fillPoly`` of several polygons would
+    cancel their overlaps, so each part is filled on its own.)"""
+    height, width = image_size
+    points = np.concatenate(parts)  # (P, 2)
+    (low_x, low_y), (high_x, high_y) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
+    x0, y0 = max(math.floor(low_x) - 1, 0), max(math.floor(low_y) - 1, 0)
+    x1, y1 = min(math.ceil(high_x) + 1, width), min(math.ceil(high_y) + 1, height)
+    canvas = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), dtype=np.uint8)
+    if canvas.size:
+        fixed = _to_fixed_point(points - np.array([x0, y0], dtype=np.float64))  # (P, 2)
+        ends = np.cumsum([len(part) for part in parts])
+        for start, end in zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True):
+            cv2.fillConvexPoly(canvas, fixed[start:end], 1, lineType=cv2.LINE_8, shift=_SHIFT)
+    return y0, x0, canvas.view(bool)
+
+
 def rasterize_object(
-    obj: ShapeObject, *, image_size: tuple[int, int]
+    obj: ShapeObject | StickFigure, *, image_size: tuple[int, int]
 ) -> tuple[int, int, np.ndarray]:
     """The full (unoccluded) mask of ``obj`` as a crop; see :func:`rasterize_polygon`."""
+    if isinstance(obj, StickFigure):
+        return rasterize_convex_parts(figure_parts(obj), image_size=image_size)
     return rasterize_polygon(object_polygon(obj), image_size=image_size)
 
 

@@ -66,6 +66,28 @@ class ShapeObject:
 
 
 @dataclass(frozen=True)
+class StickFigure:
+    """One labelled articulated figure (see :mod:`structvision.data.synthetic.figures`).
+
+    Attributes:
+        label: class id written to the ground truth, ``1..K``.
+        keypoints: ``(x, y)`` of every joint, pixels, in the order of
+            :data:`~structvision.data.synthetic.figures.KEYPOINT_NAMES`; may lie outside the
+            image.
+        limb_width: full width of every limb capsule (a segment between two skeleton joints
+            with round caps), pixels.
+        head_radius: radius of the head disc centred on ``keypoints[0]``, pixels.
+        color: RGB fill colour.
+    """
+
+    label: int
+    keypoints: tuple[tuple[float, float], ...]
+    limb_width: float
+    head_radius: float
+    color: Color
+
+
+@dataclass(frozen=True)
 class Stroke:
     """An unlabelled distractor: an open polyline (line, scribble or arc).
 
@@ -91,11 +113,12 @@ class Scene:
     Attributes:
         image_size: ``(height, width)`` in pixels.
         background: the procedural background.
-        objects: labelled objects in drawing order, back to front (z-order = position).
+        objects: labelled objects (shapes and stick figures) in drawing order, back to front
+            (z-order = position).
         strokes: unlabelled distractor strokes; each says its own place in the z-order.
     """
 
     image_size: tuple[int, int]
     background: Background
-    objects: tuple[ShapeObject, ...]
+    objects: tuple[ShapeObject | StickFigure, ...]
     strokes: tuple[Stroke, ...] = ()

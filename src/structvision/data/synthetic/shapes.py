@@ -4,7 +4,9 @@ A sample is fully determined by ``(seed, split, index)``. :func:`sample_scene` d
 :class:`~structvision.data.synthetic.scene.Scene` (background, objects, distractor strokes) from
 a numpy ``Generator``; :func:`~structvision.data.synthetic.render.render_scene` paints it and
 :func:`~structvision.data.synthetic.render.instance_targets` reads exact ground truth off the
-painted pixels. :class:`ShapesDataset` wraps the three as a torch ``Dataset``.
+painted pixels. :class:`ShapesDataset` wraps the three as a torch ``Dataset``. With
+``figures=True`` a ``person`` class of articulated stick figures with keypoints joins the shapes;
+:class:`ShapesPoseDataset` (``shapes-pose``) has figures only.
 
 Occlusion is controlled while sampling: a new object or a stroke drawn over objects is rejected
 (and re-drawn) if it would leave any earlier object with less than ``1 - max_occlusion`` of its
@@ -25,13 +27,30 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from structvision.data.synthetic.figures import (
+    FLIP_PAIRS,
+    KEYPOINT_NAMES,
+    KEYPOINT_SIGMAS,
+    SKELETON,
+    keypoint_targets,
+    person_category,
+    sample_figure,
+)
 from structvision.data.synthetic.geometry import (
     SHAPE_POLYGONS,
     rasterize_object,
     stroke_mask,
 )
 from structvision.data.synthetic.render import instance_targets, render_scene
-from structvision.data.synthetic.scene import Background, Color, Scene, ShapeObject, Stroke
+from structvision.data.synthetic.scene import (
+    Background,
+    Color,
+    Scene,
+    ShapeObject,
+    StickFigure,
+    Stroke,
+)
+from structvision.data.synthetic.scribbles import scribble_labels, scribble_rng
 
 CLASS_NAMES: tuple[str, ...] = tuple(SHAPE_POLYGONS)
 """All shape classes, in label order: ``CLASS_NAMES[i]`` has label ``i + 1`` by default.
@@ -91,6 +110,19 @@ class ShapesConfig:
             distance from the background colours and from earlier objects, when possible.
         ignore_band: half-width in pixels of the band around object boundaries set to 255 in
             ``semantic`` (0: no band).
+        scribbles: replace ``semantic`` by scribble labels (one stroke per object, a few on the
+            background, 255 elsewhere; see
+            :func:`~structvision.data.synthetic.scribbles.scribble_labels`) and keep the exact
+            map as ``semantic_full``. Images and the other targets do not change.
+        figures: add the articulated ``person`` class, label ``len(classes) + 1``: stick figures
+            with 15 keypoints (:mod:`~structvision.data.synthetic.figures`); each object is a
+            person with probability ``1 / (len(classes) + 1)``, and targets get ``keypoints``.
+            ``classes`` may then be empty (only figures, as in ``shapes-pose``).
+        min_figure_size: smallest figure: standing height (head top to ankles) as a fraction of
+            the image's shorter side. A posed figure too large for the image is scaled down.
+        max_figure_size: largest figure, same unit; heights are drawn log-uniformly.
+        figure_truncation: probability that a figure may reach past the image border (by up to
+            35% of its extent); its keypoints outside the image get visibility 0.
     """
 
     image_size: int | tuple[int, int] = 128
@@ -107,6 +139,11 @@ class ShapesConfig:
     aspect_jitter: float = 0.2
     min_color_distance: float = 60.0
     ignore_band: int = 0
+    scribbles: bool = False
+    figures: bool = False
+    min_figure_size: float = 0.3
+    max_figure_size: float = 0.8
+    figure_truncation: float = 0.15
 
     def __post_init__(self) -> None:
         size = self.image_size
@@ -133,6 +170,8 @@ class ShapesConfig:
                 f"min_object_size must be <= max_object_size, got {self.min_object_size} "
                 f"and {self.max_object_size}"
             )
+        if not isinstance(self.figures, bool):
+            raise ValueError(f"figures must be true or false, got {self.figures!r}")
         self._validate_classes()
         if self.background not in BACKGROUND_MODES:
             raise ValueError(
@@ -145,10 +184,23 @@ class ShapesConfig:
         _check_float("aspect_jitter", self.aspect_jitter, low=0.0, high=0.9)
         _check_float("min_color_distance", self.min_color_distance, low=0.0, high=442.0)
         _check_int("ignore_band", self.ignore_band, low=0)
+        _check_float("min_figure_size", self.min_figure_size, low=0.0, high=1.0, low_open=True)
+        _check_float("max_figure_size", self.max_figure_size, low=0.0, high=1.0, low_open=True)
+        if self.min_figure_size > self.max_figure_size:
+            raise ValueError(
+                f"min_figure_size must be <= max_figure_size, got {self.min_figure_size} "
+                f"and {self.max_figure_size}"
+            )
+        _check_float("figure_truncation", self.figure_truncation, low=0.0, high=1.0)
+        if not isinstance(self.scribbles, bool):
+            raise ValueError(f"scribbles must be true or false, got {self.scribbles!r}")
 
     def _validate_classes(self) -> None:
-        if isinstance(self.classes, str) or len(self.classes) == 0:
-            raise ValueError(f"classes must be a non-empty tuple of names, got {self.classes!r}")
+        if isinstance(self.classes, str) or (len(self.classes) == 0 and not self.figures):
+            raise ValueError(
+                f"classes must be a non-empty tuple of names (empty only with figures=true), "
+                f"got {self.classes!r}"
+            )
         unknown = [name for name in self.classes if name not in SHAPE_POLYGONS]
         if unknown:
             raise ValueError(f"classes has unknown names {unknown}; known: {tuple(SHAPE_POLYGONS)}")
@@ -244,7 +296,7 @@ class _OcclusionLedger:
         visible = self.visible - hidden
         return visible if bool(np.all(visible >= self.min_keep)) else None
 
-    def try_object(self, obj: ShapeObject) -> bool:
+    def try_object(self, obj: ShapeObject | StickFigure) -> bool:
         """Place ``obj`` on top if it is big enough and hides no earlier object too much."""
         y0, x0, mask = rasterize_object(obj, image_size=self.image_size)
         area = int(mask.sum())
@@ -275,9 +327,24 @@ class _OcclusionLedger:
 # --------------------------------------------------------------------------- objects
 
 
+def _sample_figure(
+    rng: np.random.Generator, config: ShapesConfig, *, size_scale: float, color: Color
+) -> StickFigure:
+    low, high = math.log(config.min_figure_size), math.log(config.max_figure_size)
+    fraction = math.exp(low + rng.random() * (high - low))
+    return sample_figure(
+        rng,
+        image_size=config.image_hw,
+        height=max(fraction * size_scale, config.min_figure_size) * min(config.image_hw),
+        label=len(config.classes) + 1,
+        color=color,
+        truncation=config.figure_truncation,
+    )
+
+
 def _sample_object(
     rng: np.random.Generator, config: ShapesConfig, *, size_scale: float, color: Color
-) -> ShapeObject:
+) -> ShapeObject | StickFigure:
     height, width = config.image_hw
     short_side = min(height, width)
     log_low, log_high = math.log(config.min_object_size), math.log(config.max_object_size)
@@ -285,7 +352,9 @@ def _sample_object(
     fraction = math.exp(log_low + u[0] * (log_high - log_low))
     size = max(fraction * size_scale, config.min_object_size) * short_side
     radius = 0.5 * size
-    class_index = int(u[1] * len(config.classes))
+    class_index = int(u[1] * (len(config.classes) + config.figures))
+    if class_index == len(config.classes):  # the extra "person" class
+        return _sample_figure(rng, config, size_scale=size_scale, color=color)
     return ShapeObject(
         shape=config.classes[class_index],
         label=class_index + 1,
@@ -299,7 +368,7 @@ def _sample_object(
 
 def _place_object(
     rng: np.random.Generator, config: ShapesConfig, ledger: _OcclusionLedger, *, color: Color
-) -> ShapeObject | None:
+) -> ShapeObject | StickFigure | None:
     """Draw objects until one fits; each failed attempt shrinks the next one a little."""
     for attempt in range(_MAX_PLACEMENT_ATTEMPTS):
         obj = _sample_object(rng, config, size_scale=_SHRINK_PER_ATTEMPT**attempt, color=color)
@@ -391,7 +460,7 @@ def sample_scene(rng: np.random.Generator, config: ShapesConfig) -> Scene:
     colors = _contrasting_colors(
         rng, background=background, count=num_objects, min_distance=config.min_color_distance
     )
-    objects: list[ShapeObject] = []
+    objects: list[ShapeObject | StickFigure] = []
     strokes = _place_strokes(rng, config, ledger, z=0, count=levels.count(0))
     for level in range(1, num_objects + 1):
         obj = _place_object(rng, config, ledger, color=colors[level - 1])
@@ -443,6 +512,8 @@ def _to_tensors(image: np.ndarray, arrays: dict[str, np.ndarray], *, index: int)
         "area": torch.from_numpy(arrays["area"]),  # (N,)
         "iscrowd": torch.zeros(num, dtype=torch.int64),  # (N,)
     }
+    if "semantic_full" in arrays:
+        target["semantic_full"] = torch.from_numpy(arrays["semantic_full"])  # (H, W)
     return image_t, target
 
 
@@ -453,7 +524,12 @@ class ShapesDataset(Dataset):
     ``target`` has ``boxes (N, 4)`` float32 xyxy absolute pixels with ``x2 = max_col + 1``,
     ``labels (N,)`` int64 in ``1..K``, ``masks (N, H, W)`` uint8 visible masks, ``semantic
     (H, W)`` int64 (0 background, 255 ignore band), ``image_id`` int64 scalar (= ``i``),
-    ``area (N,)`` float32 visible pixels, ``iscrowd (N,)`` int64 zeros. Instances are in z-order,
+    ``area (N,)`` float32 visible pixels, ``iscrowd (N,)`` int64 zeros. With
+    ``scribbles=True``, ``semantic`` holds scribble labels (255 off the strokes) and
+    ``semantic_full (H, W)`` int64 the exact map. With ``figures=True`` (and in
+    :class:`ShapesPoseDataset`) ``keypoints (N, K, 3)`` float32 ``(x, y, visibility)`` in
+    continuous pixel coordinates, COCO visibility; all zeros for objects that are not figures
+    (see :mod:`~structvision.data.synthetic.figures`). Instances are in z-order,
     back to front. Samples are fully determined by ``(seed, split, i)``; no global RNG is used.
 
     Args:
@@ -463,6 +539,16 @@ class ShapesDataset(Dataset):
         config: base configuration (default :class:`ShapesConfig()`).
         transforms: optional callable ``transforms(image, target) -> (image, target)``.
         **config_overrides: fields of :class:`ShapesConfig` that replace the base config's.
+
+    Attributes:
+        class_names: ``("__background__", *classes)``, plus ``"person"`` with figures.
+        categories: COCO categories; the person category lists its ``keypoints`` (names) and
+            ``skeleton`` (1-based pairs), as COCO's does.
+        keypoint_names / skeleton / keypoint_flip_pairs / keypoint_sigmas: the figures'
+            keypoints, limbs (0-based pairs), left/right index pairs for
+            :class:`~structvision.data.transforms.RandomHorizontalFlip` and OKS sigmas for
+            :class:`~structvision.evaluation.COCOEvaluator`; empty without figures.
+        num_keypoints: ``K`` (0 without figures).
     """
 
     def __init__(
@@ -485,12 +571,24 @@ class ShapesDataset(Dataset):
         self.config = _config_with_overrides(config, config_overrides)
         self.transforms = transforms
         # Indexed by label, torchvision's convention: index 0 is the background.
-        self.class_names: tuple[str, ...] = ("__background__", *self.config.classes)
+        figures = self.config.figures
+        self.class_names: tuple[str, ...] = (
+            "__background__",
+            *self.config.classes,
+            *(("person",) if figures else ()),
+        )
         self.categories: list[dict[str, Any]] = [
             {"id": i + 1, "name": name, "supercategory": "shape"}
             for i, name in enumerate(self.config.classes)
         ]
+        if figures:
+            self.categories.append(person_category(len(self.config.classes) + 1))
         self.label_to_category_id: dict[int, int] = {c["id"]: c["id"] for c in self.categories}
+        self.keypoint_names: tuple[str, ...] = KEYPOINT_NAMES if figures else ()
+        self.num_keypoints = len(self.keypoint_names)
+        self.skeleton: tuple[tuple[int, int], ...] = SKELETON if figures else ()
+        self.keypoint_flip_pairs: tuple[tuple[int, int], ...] = FLIP_PAIRS if figures else ()
+        self.keypoint_sigmas: tuple[float, ...] = KEYPOINT_SIGMAS if figures else ()
 
     def __len__(self) -> int:
         return self.num_images
@@ -515,13 +613,66 @@ class ShapesDataset(Dataset):
         arrays = instance_targets(
             rendered.instance_map, labels=labels, ignore_band=self.config.ignore_band
         )
+        if self.config.scribbles:
+            rng = scribble_rng(seed=self.seed, split=self.split, index=int(index))
+            arrays["semantic_full"] = arrays["semantic"]
+            arrays["semantic"] = scribble_labels(
+                arrays["semantic"], masks=arrays["masks"], labels=arrays["labels"], rng=rng
+            )
         image, target = _to_tensors(rendered.image, arrays, index=int(index))
+        if self.config.figures:
+            keypoints = keypoint_targets(
+                scene.objects, rendered.instance_map, object_index=arrays["object_index"]
+            )
+            target["keypoints"] = torch.from_numpy(keypoints)  # (N, K, 3)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
 
     def __repr__(self) -> str:
         return (
-            f"ShapesDataset(split={self.split!r}, num_images={self.num_images}, seed={self.seed}, "
+            f"{type(self).__name__}(split={self.split!r}, num_images={self.num_images}, "
+            f"seed={self.seed}, "
             f"config={self.config})"
+        )
+
+
+POSE_CONFIG = ShapesConfig(
+    classes=(),
+    figures=True,
+    min_objects=1,
+    max_objects=4,
+    min_figure_size=0.35,
+    max_figure_size=0.9,
+    min_visible_area=24,
+)
+"""Defaults of ``shapes-pose``: one to four stick figures, clutter and textures as in ``shapes``."""
+
+
+class ShapesPoseDataset(ShapesDataset):
+    """The ``shapes-pose`` generator: only stick figures (class ``"person"``, label 1) with
+    keypoints, for human-pose training (Mask R-CNN's keypoint head).
+
+    Same sample format, arguments and attributes as :class:`ShapesDataset`, whose base
+    configuration here is :data:`POSE_CONFIG` (1-4 figures, sometimes overlapping, heights 35-90%
+    of the shorter side); ``config`` and ``**config_overrides`` replace it as there.
+    """
+
+    def __init__(
+        self,
+        *,
+        split: str = "train",
+        num_images: int = 1000,
+        seed: int = 0,
+        config: ShapesConfig | None = None,
+        transforms: Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]] | None = None,
+        **config_overrides: Any,
+    ) -> None:
+        super().__init__(
+            split=split,
+            num_images=num_images,
+            seed=seed,
+            config=POSE_CONFIG if config is None else config,
+            transforms=transforms,
+            **config_overrides,
         )

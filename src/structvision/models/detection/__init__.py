@@ -6,6 +6,8 @@
 - ``fast_rcnn``: Fast R-CNN on external (Selective Search) proposals with RoI pooling, SPP or
   RoIAlign.
 - ``faster_rcnn``: Faster R-CNN (RPN + box head), single-level and FPN, with builders.
+- ``mask_rcnn``: Mask R-CNN (Faster R-CNN + a per-class 28 x 28 mask branch), with builders.
+- ``keypoint_rcnn``: Keypoint R-CNN (Faster R-CNN + 56 x 56 keypoint heatmaps), with builders.
 """
 
 from structvision.models.detection.anchors import AnchorGenerator
@@ -23,6 +25,28 @@ from structvision.models.detection.faster_rcnn import (
     faster_rcnn_small_fpn,
 )
 from structvision.models.detection.image_batch import ImageBatch
+from structvision.models.detection.keypoint_rcnn import (
+    KeypointBranch,
+    KeypointHead,
+    KeypointPredictor,
+    KeypointRCNN,
+    keypoint_rcnn,
+    keypoint_rcnn_loss,
+    keypoint_rcnn_resnet50_fpn,
+    keypoint_rcnn_small_fpn,
+)
+from structvision.models.detection.mask_rcnn import (
+    MaskBranch,
+    MaskHead,
+    MaskPredictor,
+    MaskRCNN,
+    mask_rcnn,
+    mask_rcnn_loss,
+    mask_rcnn_resnet50_fpn,
+    mask_rcnn_resnet50_fpn_v2,
+    mask_rcnn_small_fpn,
+    mask_targets,
+)
 from structvision.models.detection.proposals import (
     ProposalCache,
     plot_recall,
@@ -49,6 +73,14 @@ __all__ = [
     "FastRCNNPredictor",
     "FasterRCNN",
     "ImageBatch",
+    "KeypointBranch",
+    "KeypointHead",
+    "KeypointPredictor",
+    "KeypointRCNN",
+    "MaskBranch",
+    "MaskHead",
+    "MaskPredictor",
+    "MaskRCNN",
     "ProposalCache",
     "RPNHead",
     "RegionProposalNetwork",
@@ -63,6 +95,16 @@ __all__ = [
     "faster_rcnn_small_c4",
     "faster_rcnn_small_fpn",
     "fastrcnn_loss",
+    "keypoint_rcnn",
+    "keypoint_rcnn_loss",
+    "keypoint_rcnn_resnet50_fpn",
+    "keypoint_rcnn_small_fpn",
+    "mask_rcnn",
+    "mask_rcnn_loss",
+    "mask_rcnn_resnet50_fpn",
+    "mask_rcnn_resnet50_fpn_v2",
+    "mask_rcnn_small_fpn",
+    "mask_targets",
     "plot_recall",
     "proposal_recall",
     "recall_curve",

@@ -287,12 +287,20 @@ SMALL_MODEL_DEFAULTS = {
 
 
 def faster_rcnn_small_fpn(
-    *, num_classes: int, width: int = 32, norm: str = "group", fpn_channels: int = 64, **overrides
+    *,
+    num_classes: int,
+    width: int = 32,
+    norm: str = "group",
+    fpn_channels: int = 64,
+    roi_canonical_scale: int = 224,
+    **overrides,
 ) -> FasterRCNN:
     """A small Faster R-CNN with FPN that trains from scratch on a CPU in minutes.
 
     Anchors of 8 to 128 pixels (one size per level, three aspect ratios) suit 128-pixel images
-    with objects from about 8 pixels to most of the image.
+    with objects from about 8 pixels to most of the image. ``roi_canonical_scale`` is the box
+    side (pixels) that the RoI pooler assigns to ``p4`` (the FPN paper's 224); boxes half as
+    big go one level down, twice as big one level up, clamped to ``p2 .. p5``.
     """
     body = small_backbone(width=width, norm=norm)
     fpn = FeaturePyramidNetwork(
@@ -302,7 +310,9 @@ def faster_rcnn_small_fpn(
         **SMALL_MODEL_DEFAULTS,
         "anchor_sizes": ((8,), (16,), (32,), (64,), (128,)),
         "aspect_ratios": ((0.5, 1.0, 2.0),) * 5,
-        "box_roi_pool": MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2),
+        "box_roi_pool": MultiScaleRoIAlign(
+            ["p2", "p3", "p4", "p5"], 7, 2, canonical_scale=roi_canonical_scale
+        ),
         **overrides,
     }
     return faster_rcnn(

@@ -41,6 +41,7 @@ __all__ = [
     "assign_proposals_to_gt",
     "fastrcnn_loss",
     "postprocess_box_detections",
+    "select_positive_samples",
 ]
 
 POOL_KINDS = ("roi_pool", "roi_align", "spp")
@@ -312,6 +313,30 @@ def assign_proposals_to_gt(
     return matched_idxs, labels
 
 
+def select_positive_samples(
+    sampled_proposals: list[Tensor], matched_idxs: list[Tensor], labels: list[Tensor]
+) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """Keep the foreground RoIs of a training sample (the RoIs the mask and keypoint heads see).
+
+    Args:
+        sampled_proposals: ``B`` tensors ``(S_i, 4)`` ``xyxy`` sampled RoIs.
+        matched_idxs: ``B`` tensors ``(S_i,)`` int64 matched ground-truth indices.
+        labels: ``B`` tensors ``(S_i,)`` int64 labels, ``0`` for background.
+
+    Returns:
+        ``(positive_boxes, positive_matched_idxs, positive_labels)``: ``B`` tensors each,
+        ``(P_i, 4)``, ``(P_i,)`` and ``(P_i,)``, in sample order (``P_i = 0`` for an image
+        without objects).
+    """
+    positive_boxes, positive_matched_idxs, positive_labels = [], [], []
+    for boxes, idxs, image_labels in zip(sampled_proposals, matched_idxs, labels, strict=True):
+        positive = torch.where(image_labels > 0)[0]  # (P_i,)
+        positive_boxes.append(boxes[positive])
+        positive_matched_idxs.append(idxs[positive])
+        positive_labels.append(image_labels[positive])
+    return positive_boxes, positive_matched_idxs, positive_labels
+
+
 # --------------------------------------------------------------------------- loss
 
 
@@ -532,16 +557,59 @@ class RoIHeads(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("targets must be given in training mode")
-            proposals, _, labels, regression_targets = self.select_training_samples(
-                proposals, targets
-            )
+            losses, _ = self.forward_train(features, proposals, image_sizes, targets)
+            return [], losses
+        return self.detect(features, proposals, image_sizes), {}
+
+    def forward_train(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]],
+    ) -> tuple[dict[str, Tensor], tuple[list[Tensor], list[Tensor], list[Tensor]]]:
+        """Sample RoIs and compute the box losses; also return the sampled RoIs.
+
+        The mask and keypoint branches train on the foreground RoIs of the same sample
+        (:func:`select_positive_samples`), as in torchvision.
+
+        Args:
+            features: ``{name: (B, C, H_l, W_l)}`` backbone feature maps.
+            proposals: ``B`` tensors ``(N_i, 4)`` ``xyxy`` in input pixels.
+            image_sizes: ``B`` ``(H, W)`` input image sizes.
+            targets: ``B`` dicts with ``boxes (M_i, 4)`` float and ``labels (M_i,)`` int64.
+
+        Returns:
+            ``(losses, (sampled_proposals, matched_idxs, labels))``: ``{"loss_classifier",
+            "loss_box_reg"}`` and, per image, the sampled RoIs ``(S_i, 4)``, their matched
+            ground-truth index ``(S_i,)`` and label ``(S_i,)`` (see
+            :meth:`select_training_samples`).
+        """
+        self._check_inputs(proposals, image_sizes, targets)
+        sampled_proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
+            proposals, targets
+        )
+        class_logits, box_regression = self._predict(features, sampled_proposals, image_sizes)
+        loss_classifier, loss_box_reg = fastrcnn_loss(
+            class_logits, box_regression, labels, regression_targets
+        )
+        losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+        return losses, (sampled_proposals, matched_idxs, labels)
+
+    def detect(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Detections from proposals: :func:`postprocess_box_detections` of the predictions.
+
+        Returns:
+            ``B`` dicts with ``boxes (D_i, 4)`` ``xyxy`` input pixels, ``labels (D_i,)`` and
+            ``scores (D_i,)``.
+        """
         class_logits, box_regression = self._predict(features, proposals, image_sizes)
-        if self.training:
-            loss_classifier, loss_box_reg = fastrcnn_loss(
-                class_logits, box_regression, labels, regression_targets
-            )
-            return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
-        detections = postprocess_box_detections(
+        return postprocess_box_detections(
             class_logits,
             box_regression,
             proposals,
@@ -551,7 +619,6 @@ class RoIHeads(nn.Module):
             nms_thresh=self.nms_thresh,
             detections_per_img=self.detections_per_img,
         )
-        return detections, {}
 
     def _predict(
         self,

@@ -38,6 +38,7 @@ from torchvision.models.vgg import cfgs as vgg_configs
 from torchvision.models.vgg import make_layers as make_vgg_layers
 
 from structvision.models.backbones import _read_state_dict, resnet_backbone, small_backbone
+from structvision.ops.crf import dense_crf_loss
 
 __all__ = [
     "FCN",
@@ -45,6 +46,7 @@ __all__ = [
     "BilinearUpsample",
     "VGGFeatures",
     "bilinear_upsampling_weights",
+    "crf_regularized_loss",
     "fcn_resnet",
     "fcn_small",
     "fcn_vgg",
@@ -195,6 +197,15 @@ def _semantic_targets(
     return [semantic.long() for semantic in maps]
 
 
+def _check_crf_options(weight: float, sxy: float, srgb: float, scale: float) -> None:
+    if not weight >= 0:
+        raise ValueError(f"crf_loss_weight must be >= 0, got {weight!r}")
+    if not (sxy > 0 and srgb > 0):
+        raise ValueError(f"crf_sxy and crf_srgb must be positive, got {sxy!r} and {srgb!r}")
+    if not 0 < scale <= 1:
+        raise ValueError(f"crf_scale must be in (0, 1], got {scale!r}")
+
+
 def _check_labels(gt_semantic: Tensor, num_classes: int, name: str) -> None:
     invalid = (gt_semantic != IGNORE_INDEX) & ((gt_semantic < 0) | (gt_semantic >= num_classes))
     if bool(invalid.any()):
@@ -208,12 +219,52 @@ def semantic_loss(logits: Tensor, gt_semantic: Tensor) -> Tensor:
     """Mean cross-entropy over the pixels whose label is not 255.
 
     ``logits (B, C, H, W)``, ``gt_semantic (B, H, W)`` int64. With no labelled pixel at all
-    the loss is a zero that still depends on ``logits`` (so ``backward`` works).
+    the loss is a zero that still depends on ``logits`` (so ``backward`` works). On scribble
+    labels (255 off the strokes) this is the *partial cross-entropy* of Tang et al. (2018).
     """
     if not bool((gt_semantic != IGNORE_INDEX).any()):
         return logits.sum() * 0.0
     _check_labels(gt_semantic, logits.shape[1], "gt_semantic")
     return F.cross_entropy(logits, gt_semantic, ignore_index=IGNORE_INDEX)
+
+
+def crf_regularized_loss(
+    images: Tensor,
+    logits: Tensor,
+    *,
+    roi_mask: Tensor | None = None,
+    weight: float,
+    sxy: float,
+    srgb: float,
+    scale: float = 1.0,
+) -> Tensor:
+    """Dense-CRF loss (Tang et al. 2018) of the soft segmentation ``softmax(logits)``.
+
+    As Tang et al.'s ``DenseCRFLoss``, the image and the segmentation are first resized by
+    ``scale`` (image and ``roi_mask`` nearest, probabilities bilinear) and ``sxy`` is given in
+    pixels of the input, so it becomes ``sxy * scale`` on the resized grid. Then
+    :func:`~structvision.ops.crf.dense_crf_loss`: the relaxed Potts energy under the bilateral
+    kernel, per pixel of ``roi_mask``, averaged over the batch, times ``weight``.
+
+    Args:
+        images: ``(B, 3, H, W)`` float RGB in ``[0, 1]``, *not* normalised.
+        logits: ``(B, C, H, W)`` class scores.
+        roi_mask: optional ``(B, H, W)`` 0/1: the pixels that take part (e.g. not padding).
+        weight: factor ``lambda``.
+        sxy: position standard deviation, pixels of the input.
+        srgb: colour standard deviation, 0–255 units.
+        scale: resize factor in ``(0, 1]``.
+    """
+    work_logits = logits if logits.dtype == torch.float64 else logits.float()  # autocast-safe
+    probs = work_logits.softmax(dim=1)  # (B, C, H, W)
+    if scale != 1.0:
+        images = F.interpolate(images, scale_factor=scale, mode="nearest")
+        probs = F.interpolate(probs, scale_factor=scale, mode="bilinear", align_corners=False)
+        if roi_mask is not None:
+            roi_mask = F.interpolate(roi_mask[:, None].float(), scale_factor=scale)[:, 0]
+    return dense_crf_loss(
+        images, probs, sxy=sxy * scale, srgb=srgb, weight=weight, roi_mask=roi_mask
+    )
 
 
 class FCN(nn.Module):
@@ -231,13 +282,21 @@ class FCN(nn.Module):
             at bilinear interpolation.
         image_mean, image_std: per-channel statistics of ``[0, 1]`` RGB images used to
             normalise the input (ImageNet's by default).
+        crf_loss_weight: ``lambda`` of the dense-CRF regularised loss for weak (scribble)
+            supervision, Tang et al. (2018); 0 turns it off.
+        crf_sxy: its bilateral kernel's position standard deviation, pixels of the input.
+        crf_srgb: its colour standard deviation, 0–255 units.
+        crf_scale: the loss is computed on images and segmentations resized by this factor
+            (Tang et al. use 0.5; it also makes the loss about 4x cheaper).
 
     ``forward(images, targets=None)``: ``images`` is ``(B, 3, H, W)`` float in ``[0, 1]`` or a
     list of ``(3, H, W)`` (sizes may differ). In training mode ``targets`` (a list of dicts
     with ``semantic (H, W)`` int64, or one dict with ``semantic (B, H, W)``) gives
-    ``{"loss_semantic": cross-entropy}`` averaged over the non-255 pixels. In eval mode the
-    result is one dict per image: ``semantic (H, W)`` int64 (argmax) and
-    ``semantic_logits (C, H, W)`` float.
+    ``{"loss_semantic": cross-entropy}`` averaged over the non-255 pixels (on scribbles: the
+    partial cross-entropy) and, with ``crf_loss_weight > 0``, ``"loss_crf"``:
+    :func:`crf_regularized_loss` of the segmentation on the un-normalised images (padding
+    excluded). In eval mode the result is one dict per image: ``semantic (H, W)`` int64
+    (argmax) and ``semantic_logits (C, H, W)`` float.
     """
 
     def __init__(
@@ -250,8 +309,13 @@ class FCN(nn.Module):
         trainable_upsampling: bool = True,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
+        crf_loss_weight: float = 0.0,
+        crf_sxy: float = 50.0,
+        crf_srgb: float = 15.0,
+        crf_scale: float = 0.5,
     ) -> None:
         super().__init__()
+        _check_crf_options(crf_loss_weight, crf_sxy, crf_srgb, crf_scale)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
         if num_classes < 2:
@@ -267,6 +331,10 @@ class FCN(nn.Module):
         self.backbone = backbone
         self.variant = variant
         self.num_classes = num_classes
+        self.crf_loss_weight = float(crf_loss_weight)
+        self.crf_sxy = float(crf_sxy)
+        self.crf_srgb = float(crf_srgb)
+        self.crf_scale = float(crf_scale)
         self.register_buffer("image_mean", torch.tensor(image_mean).reshape(3, 1, 1), False)
         self.register_buffer("image_std", torch.tensor(image_std).reshape(3, 1, 1), False)
         up = {"trainable": trainable_upsampling}
@@ -305,6 +373,25 @@ class FCN(nn.Module):
         fused8 = self.upscore_pool4(fused16) + self.score_pool3(features["c3"])  # (.., H/8, W/8)
         return self.upscore8(fused8)
 
+    def _crf_loss(self, image_list: list[Tensor], logits: Tensor) -> Tensor:
+        """The weighted dense-CRF loss of ``logits (B, C, Hp, Wp)`` on the ``[0, 1]`` images,
+        zero-padded like the logits; padded pixels take no part."""
+        padded_size = (int(logits.shape[-2]), int(logits.shape[-1]))
+        images = _stack_padded(image_list, padded_size, 0.0)  # (B, 3, Hp, Wp)
+        roi_mask = None
+        if any(tuple(image.shape[-2:]) != padded_size for image in image_list):
+            ones = [image.new_ones(image.shape[-2:]) for image in image_list]
+            roi_mask = _stack_padded(ones, padded_size, 0.0)  # (B, Hp, Wp)
+        return crf_regularized_loss(
+            images,
+            logits,
+            roi_mask=roi_mask,
+            weight=self.crf_loss_weight,
+            sxy=self.crf_sxy,
+            srgb=self.crf_srgb,
+            scale=self.crf_scale,
+        )
+
     def forward(
         self,
         images: Tensor | Sequence[Tensor],
@@ -319,7 +406,10 @@ class FCN(nn.Module):
         logits = self.scores(self._normalise_and_pad(image_list))  # (B, C, Hp, Wp)
         if self.training:
             gt_semantic = _stack_padded(gt_maps, tuple(logits.shape[-2:]), IGNORE_INDEX)
-            return {"loss_semantic": semantic_loss(logits, gt_semantic.to(logits.device))}
+            losses = {"loss_semantic": semantic_loss(logits, gt_semantic.to(logits.device))}
+            if self.crf_loss_weight > 0:
+                losses["loss_crf"] = self._crf_loss(image_list, logits)
+            return losses
         predictions = []
         for image_logits, (height, width) in zip(logits, sizes, strict=True):
             cropped = image_logits[:, :height, :width]  # (C, H, W)
@@ -422,10 +512,14 @@ def fcn_small(
     width: int = 32,
     norm: Literal["batch", "group"] = "batch",
     trainable_upsampling: bool = True,
+    crf_loss_weight: float = 0.0,
+    crf_sxy: float = 50.0,
+    crf_srgb: float = 15.0,
+    crf_scale: float = 0.5,
 ) -> FCN:
     """An FCN over :func:`~structvision.models.backbones.small_backbone` (a small VGG-style
     net with channels ``width * (2, 4, 8)`` at ``c3/c4/c5``), for training from scratch on a
-    CPU."""
+    CPU. ``crf_*`` set the dense-CRF loss for scribble supervision (see :class:`FCN`)."""
     backbone = small_backbone(width=width, norm=norm, returned_layers=_returned_layers(variant))
     return FCN(
         backbone=backbone,
@@ -433,6 +527,10 @@ def fcn_small(
         num_classes=num_classes,
         in_channels=backbone.out_channels,
         trainable_upsampling=trainable_upsampling,
+        crf_loss_weight=crf_loss_weight,
+        crf_sxy=crf_sxy,
+        crf_srgb=crf_srgb,
+        crf_scale=crf_scale,
     )
 
 
@@ -445,10 +543,14 @@ def fcn_resnet(
     trainable_layers: int = 3,
     weights_path: str | Path | None = None,
     trainable_upsampling: bool = True,
+    crf_loss_weight: float = 0.0,
+    crf_sxy: float = 50.0,
+    crf_srgb: float = 15.0,
+    crf_scale: float = 0.5,
 ) -> FCN:
     """An FCN over a torchvision ResNet-``depth`` trunk (``layer2/3/4`` = ``c3/c4/c5``);
     ``weights_path`` loads a local torchvision ImageNet state dict into the trunk (see
-    :func:`~structvision.models.backbones.resnet_backbone`)."""
+    :func:`~structvision.models.backbones.resnet_backbone`). ``crf_*``: see :class:`FCN`."""
     backbone = resnet_backbone(
         depth,
         norm=norm,
@@ -462,6 +564,10 @@ def fcn_resnet(
         num_classes=num_classes,
         in_channels=backbone.out_channels,
         trainable_upsampling=trainable_upsampling,
+        crf_loss_weight=crf_loss_weight,
+        crf_sxy=crf_sxy,
+        crf_srgb=crf_srgb,
+        crf_scale=crf_scale,
     )
 
 
@@ -473,10 +579,14 @@ def fcn_vgg(
     fc_channels: int = 4096,
     weights_path: str | Path | None = None,
     trainable_upsampling: bool = True,
+    crf_loss_weight: float = 0.0,
+    crf_sxy: float = 50.0,
+    crf_srgb: float = 15.0,
+    crf_scale: float = 0.5,
 ) -> FCN:
     """The paper's FCN over a VGG-``depth`` trunk (:class:`VGGFeatures`: pool3/pool4 skips,
     convolutionalised ``fc6``/``fc7``); ``weights_path`` loads a local torchvision VGG
-    ImageNet state dict (see :func:`load_vgg_weights`)."""
+    ImageNet state dict (see :func:`load_vgg_weights`). ``crf_*``: see :class:`FCN`."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     trunk = VGGFeatures(depth=depth, fc_channels=fc_channels)
@@ -488,4 +598,8 @@ def fcn_vgg(
         num_classes=num_classes,
         in_channels=trunk.out_channels,
         trainable_upsampling=trainable_upsampling,
+        crf_loss_weight=crf_loss_weight,
+        crf_sxy=crf_sxy,
+        crf_srgb=crf_srgb,
+        crf_scale=crf_scale,
     )

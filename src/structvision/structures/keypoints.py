@@ -1,0 +1,104 @@
+"""Keypoints: encoding into RoI heatmap targets and decoding heatmaps back to image points.
+
+Keypoints are ``(N, K, 3)`` float tensors ``(x, y, visibility)`` in image pixels (COCO's
+convention: visibility ``0`` = not labelled, ``1`` = labelled but hidden, ``2`` = visible; only
+``> 0`` counts as a target). A RoI ``(x1, y1, x2, y2)`` is divided into ``S x S`` heatmap cells;
+cell ``(i, j)`` covers ``[x1 + j * w / S, x1 + (j + 1) * w / S)`` horizontally (``w = x2 - x1``)
+and likewise vertically. Discrete cell ``d`` and continuous position ``c`` relate by
+``c = d + 0.5`` (Heckbert 1990), as in Detectron and torchvision's Keypoint R-CNN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["heatmaps_to_keypoints", "keypoints_to_heatmap_targets"]
+
+
+def keypoints_to_heatmap_targets(
+    keypoints: Tensor, rois: Tensor, heatmap_size: int
+) -> tuple[Tensor, Tensor]:
+    """The heatmap cell of each keypoint inside its RoI, as a flat index for cross-entropy.
+
+    Keypoint ``(x, y)`` falls in cell ``(floor((y - y1) * S / h), floor((x - x1) * S / w))``; a
+    point exactly on the RoI's right (bottom) edge goes to the last column (row). A keypoint is
+    a valid target when it is labelled (visibility ``> 0``) and its cell lies inside the RoI.
+    The arithmetic is torchvision's ``keypoints_to_heatmap``.
+
+    Args:
+        keypoints: ``(N, K, 3)`` ``(x, y, visibility)`` in image pixels, one row per RoI.
+        rois: ``(N, 4)`` ``xyxy`` RoIs in image pixels.
+        heatmap_size: ``S``, cells per side of the heatmap (56 in Keypoint R-CNN).
+
+    Returns:
+        ``(target_idxs, valid)``: ``(N, K)`` int64 flat cell index ``row * S + col`` (``0``
+        where not valid) and ``(N, K)`` bool validity.
+    """
+    if keypoints.ndim != 3 or keypoints.shape[-1] != 3:
+        raise ValueError(f"keypoints must have shape (N, K, 3), got {tuple(keypoints.shape)}")
+    if rois.ndim != 2 or rois.shape != (keypoints.shape[0], 4):
+        raise ValueError(
+            f"rois must have shape ({keypoints.shape[0]}, 4) (one per keypoint set), "
+            f"got {tuple(rois.shape)}"
+        )
+    if heatmap_size <= 0:
+        raise ValueError(f"heatmap_size must be positive, got {heatmap_size}")
+    x1, y1, x2, y2 = (coord[:, None] for coord in rois.unbind(dim=1))  # each (N, 1)
+    scale_x = heatmap_size / (x2 - x1)
+    scale_y = heatmap_size / (y2 - y1)
+    x, y = keypoints[..., 0], keypoints[..., 1]  # (N, K)
+    cols = ((x - x1) * scale_x).floor().long()
+    rows = ((y - y1) * scale_y).floor().long()
+    cols[x == x2.expand_as(x)] = heatmap_size - 1
+    rows[y == y2.expand_as(y)] = heatmap_size - 1
+    inside = (cols >= 0) & (rows >= 0) & (cols < heatmap_size) & (rows < heatmap_size)
+    valid = inside & (keypoints[..., 2] > 0)
+    target_idxs = torch.where(valid, rows * heatmap_size + cols, torch.zeros_like(cols))
+    return target_idxs, valid
+
+
+def heatmaps_to_keypoints(heatmaps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
+    """Decode each keypoint's heatmap into an image point and a score (torchvision's method).
+
+    Each RoI's ``S x S`` maps are resized with bicubic interpolation to ``ceil(h) x ceil(w)``
+    pixels (``w, h`` the RoI's size, at least 1); the argmax cell ``(row, col)`` of each map
+    becomes ``x = x1 + (col + 0.5) * w / ceil(w)``, ``y = y1 + (row + 0.5) * h / ceil(h)``, and
+    the resized map's value there is the keypoint's score. The resize runs RoI by RoI because
+    every RoI has its own size.
+
+    Args:
+        heatmaps: ``(N, K, S, S)`` keypoint logits, one set of maps per RoI.
+        rois: ``(N, 4)`` ``xyxy`` RoIs in image pixels.
+
+    Returns:
+        ``(keypoints, scores)``: ``(N, K, 3)`` ``(x, y, 1)`` in image pixels and ``(N, K)`` the
+        resized heatmap's value at each keypoint (a logit, not a probability).
+    """
+    if heatmaps.ndim != 4:
+        raise ValueError(f"heatmaps must have shape (N, K, S, S), got {tuple(heatmaps.shape)}")
+    num_rois, num_keypoints = heatmaps.shape[:2]
+    if rois.shape != (num_rois, 4):
+        raise ValueError(f"rois must have shape ({num_rois}, 4), got {tuple(rois.shape)}")
+    offset_x, offset_y = rois[:, 0], rois[:, 1]
+    widths = (rois[:, 2] - rois[:, 0]).clamp(min=1)  # (N,)
+    heights = (rois[:, 3] - rois[:, 1]).clamp(min=1)
+    map_widths = widths.ceil().long().tolist()
+    map_heights = heights.ceil().long().tolist()
+    keypoints = heatmaps.new_zeros((num_rois, num_keypoints, 3))
+    scores = heatmaps.new_zeros((num_rois, num_keypoints))
+    keypoint_idxs = torch.arange(num_keypoints, device=heatmaps.device)
+    for roi in range(num_rois):
+        map_h, map_w = map_heights[roi], map_widths[roi]
+        roi_map = F.interpolate(
+            heatmaps[roi][:, None], size=(map_h, map_w), mode="bicubic", align_corners=False
+        )[:, 0]  # (K, map_h, map_w)
+        best = roi_map.reshape(num_keypoints, -1).argmax(dim=1)  # (K,)
+        cols = best % map_w
+        rows = torch.div(best - cols, map_w, rounding_mode="floor")
+        keypoints[roi, :, 0] = (cols.float() + 0.5) * (widths[roi] / map_w) + offset_x[roi]
+        keypoints[roi, :, 1] = (rows.float() + 0.5) * (heights[roi] / map_h) + offset_y[roi]
+        keypoints[roi, :, 2] = 1
+        scores[roi] = roi_map[keypoint_idxs, rows, cols]
+    return keypoints, scores

@@ -1,0 +1,194 @@
+"""Keypoint R-CNN: heatmap loss, predictor shapes, torchvision parity (eval and training
+losses), images without objects and input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torchvision.models.detection import roi_heads as tv_roi_heads
+
+from structvision.convert import from_torchvision
+from structvision.models.detection import (
+    KeypointPredictor,
+    KeypointRCNN,
+    keypoint_rcnn_loss,
+    keypoint_rcnn_small_fpn,
+)
+from structvision.structures import keypoints_to_heatmap_targets
+
+TV = torchvision.models.detection
+
+
+# --------------------------------------------------------------------------- loss and predictor
+
+
+def test_keypoint_loss_equals_torchvision_and_ignores_invalid_points():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 5, 8, 8, generator=gen, requires_grad=True)
+    proposals = [torch.tensor([[0.0, 0.0, 16.0, 16.0], [4.0, 4.0, 20.0, 12.0]])] * 3
+    gt_keypoints = torch.rand(2, 5, 3, generator=gen) * torch.tensor([20.0, 16.0, 2.9])
+    gt_keypoints[..., 2] = gt_keypoints[..., 2].floor()  # visibility 0, 1 or 2
+    matched = [torch.tensor([0, 1])] * 3
+    expected = tv_roi_heads.keypointrcnn_loss(logits, proposals, [gt_keypoints] * 3, matched)
+
+    encoded = [
+        keypoints_to_heatmap_targets(gt_keypoints[m], p, 8)
+        for p, m in zip(proposals, matched, strict=True)
+    ]
+    target_idxs = torch.cat([t for t, _ in encoded])
+    valid = torch.cat([v for _, v in encoded])
+    assert 0 < valid.sum() < valid.numel()
+    loss = keypoint_rcnn_loss(logits, target_idxs, valid)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    loss.backward()
+    used = logits.grad.abs().sum(dim=(2, 3)) > 0  # (6, 5)
+    assert torch.equal(used, valid)  # invalid (RoI, keypoint) pairs get no gradient
+
+
+def test_keypoint_loss_without_valid_points_is_zero_and_differentiable():
+    logits = torch.randn(2, 3, 56, 56, requires_grad=True)
+    valid = torch.zeros(2, 3, dtype=torch.bool)
+    loss = keypoint_rcnn_loss(logits, torch.zeros(2, 3, dtype=torch.int64), valid)
+    assert loss.item() == 0.0 and loss.requires_grad
+    with pytest.raises(ValueError, match="target_idxs and valid must have shape"):
+        keypoint_rcnn_loss(logits, torch.zeros(2, 4, dtype=torch.int64), valid)
+
+
+@pytest.mark.parametrize("num_keypoints", [1, 5, 17])
+def test_predictor_gives_56x56_heatmaps_for_any_number_of_keypoints(num_keypoints):
+    predictor = KeypointPredictor(32, num_keypoints)
+    assert predictor(torch.randn(3, 32, 14, 14)).shape == (3, num_keypoints, 56, 56)
+    with pytest.raises(ValueError, match="num_keypoints must be positive"):
+        KeypointPredictor(32, 0)
+
+
+# --------------------------------------------------------------------------- torchvision parity
+
+
+def _tv_keypoint_rcnn(**kwargs) -> torch.nn.Module:
+    """A random torchvision Keypoint R-CNN whose heads give anchor-sized detections with
+    spread-out scores (not slivers that all score the same)."""
+    torch.manual_seed(0)
+    settings = {"min_size": 96, "max_size": 128, "rpn_post_nms_top_n_test": 200}
+    model = TV.keypointrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, **{**settings, **kwargs}
+    ).eval()
+    with torch.no_grad():
+        model.rpn.head.cls_logits.weight.normal_(0, 0.05)
+        model.rpn.head.bbox_pred.weight.normal_(0, 0.002)
+        model.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.004)
+        model.roi_heads.box_predictor.bbox_pred.weight.normal_(0, 0.002)
+    model.roi_heads.score_thresh = 0.0
+    return model
+
+
+def test_converted_keypoint_rcnn_gives_equal_detections_and_keypoints():
+    tv_model = _tv_keypoint_rcnn(box_detections_per_img=4)
+    ours = from_torchvision(tv_model)
+    assert isinstance(ours, KeypointRCNN) and not ours.training
+    assert ours.transform.min_size == (96,)
+    torch.manual_seed(1)
+    images = [torch.rand(3, 96, 128), torch.rand(3, 120, 100)]
+    with torch.no_grad():
+        mine, theirs = ours(images), tv_model(images)
+    for a, b in zip(mine, theirs, strict=True):
+        assert len(a["boxes"]) == len(b["boxes"]) == 4
+        assert torch.equal(a["labels"], b["labels"])
+        assert torch.allclose(a["boxes"], b["boxes"], atol=1e-3, rtol=0)
+        assert torch.allclose(a["scores"], b["scores"], atol=1e-4, rtol=0)
+        assert a["keypoints"].shape == (4, 17, 3)
+        assert torch.allclose(a["keypoints"], b["keypoints"], atol=1e-2, rtol=0)
+        assert torch.allclose(a["keypoints_scores"], b["keypoints_scores"], atol=1e-4, rtol=0)
+        # the points spread over the boxes (not all on one spot)
+        assert a["keypoints"][..., 0].std() > 1.0 and a["keypoints"][..., 1].std() > 1.0
+
+
+def _keypoint_targets(num_keypoints: int) -> list[dict]:
+    """Two people (some keypoints hidden or unlabelled) in one image, none in the other."""
+    gen = torch.Generator().manual_seed(2)
+    boxes = torch.tensor([[20.0, 10.0, 70.0, 90.0], [60.0, 30.0, 120.0, 95.0]])
+    corner, size = boxes[:, None, :2], boxes[:, None, 2:] - boxes[:, None, :2]
+    xy = corner + torch.rand(2, num_keypoints, 2, generator=gen) * size
+    visibility = torch.randint(0, 3, (2, num_keypoints, 1), generator=gen).float()
+    return [
+        {
+            "boxes": boxes,
+            "labels": torch.tensor([1, 1]),
+            "keypoints": torch.cat((xy, visibility), dim=2),
+        },
+        {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "keypoints": torch.zeros(0, num_keypoints, 3),
+        },
+    ]
+
+
+def test_training_losses_equal_torchvision_with_the_same_seed():
+    tv_model = _tv_keypoint_rcnn(
+        min_size=(80, 96), rpn_post_nms_top_n_train=100, box_batch_size_per_image=16
+    ).train()
+    ours = from_torchvision(tv_model)
+    assert ours.training and ours.transform.min_size == (80, 96)
+    images = [torch.rand(3, 100, 128), torch.rand(3, 90, 110)]
+    targets = _keypoint_targets(17)
+    torch.manual_seed(7)
+    theirs = tv_model(images, targets)
+    torch.manual_seed(7)
+    mine = ours(images, targets)
+    assert mine.keys() == theirs.keys()
+    assert mine["loss_keypoint"] > 0
+    for key in mine:
+        assert torch.allclose(mine[key], theirs[key], atol=1e-5), key
+
+
+# --------------------------------------------------------------------------- small models
+
+
+def test_images_without_objects_train():
+    torch.manual_seed(0)
+    model = keypoint_rcnn_small_fpn(
+        num_classes=2, num_keypoints=5, width=8, min_size=96, max_size=128
+    ).train()
+    images = [torch.rand(3, 100, 128), torch.rand(3, 90, 110)]
+    targets = _keypoint_targets(5)
+    losses = model(images, targets)
+    assert losses["loss_keypoint"] > 0
+    sum(losses.values()).backward()
+    assert model.keypoint_branch.predictor.kps_score_lowres.weight.grad.abs().sum() > 0
+
+    empty_only = model(images[1:], targets[1:])
+    assert empty_only["loss_keypoint"].item() == 0.0
+    sum(empty_only.values()).backward()
+
+
+def test_eval_outputs_and_empty_detections():
+    model = keypoint_rcnn_small_fpn(num_classes=2, num_keypoints=5, width=8).eval()
+    with torch.no_grad():
+        (detection,) = model([torch.rand(3, 64, 80)])
+        model.roi_heads.score_thresh = 1.0
+        (empty,) = model([torch.rand(3, 64, 80)])
+    num = detection["boxes"].shape[0]
+    assert num > 0
+    assert detection["keypoints"].shape == (num, 5, 3)
+    assert detection["keypoints_scores"].shape == (num, 5)
+    assert torch.all(detection["keypoints"][..., 2] == 1)
+    # each point lies in its (slightly grown, for the +0.5 cell offset) box
+    boxes = detection["boxes"][:, None]
+    xy = detection["keypoints"][..., :2]
+    assert torch.all((xy >= boxes[..., :2] - 1) & (xy <= boxes[..., 2:] + 1))
+    assert empty["keypoints"].shape == (0, 5, 3)
+    assert empty["keypoints_scores"].shape == (0, 5)
+
+
+def test_training_targets_need_keypoints():
+    model = keypoint_rcnn_small_fpn(num_classes=2, num_keypoints=5, width=8).train()
+    target = {"boxes": torch.tensor([[1.0, 1.0, 20.0, 20.0]]), "labels": torch.tensor([1])}
+    with pytest.raises(
+        ValueError, match=r"targets\[0\]\['keypoints'\] must be a float \(1, K, 3\)"
+    ):
+        model([torch.rand(3, 64, 64)], [target])
+    target["keypoints"] = torch.zeros(2, 5, 3)
+    with pytest.raises(ValueError, match=r"got torch.float32 \(2, 5, 3\)"):
+        model([torch.rand(3, 64, 64)], [target])

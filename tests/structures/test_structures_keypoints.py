@@ -1,0 +1,93 @@
+"""Keypoint heatmap targets and decoding: hand cases, round trips, torchvision's reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models.detection import roi_heads as tv_roi_heads
+
+from structvision.structures import heatmaps_to_keypoints, keypoints_to_heatmap_targets
+
+
+def test_heatmap_targets_hand_case():
+    # RoI (10, 20)-(30, 60): 20 px wide, 40 px high; with S = 4 a cell is 5 x 10 px
+    rois = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
+    keypoints = torch.tensor(
+        [
+            [
+                [10.0, 20.0, 2.0],  # top-left corner -> cell (0, 0)
+                [17.0, 45.0, 1.0],  # labelled but hidden still counts -> (row 2, col 1)
+                [30.0, 60.0, 2.0],  # exactly on the right/bottom edge -> last cell (3, 3)
+                [29.9, 59.9, 2.0],  # just inside -> (3, 3)
+                [17.0, 45.0, 0.0],  # not labelled -> invalid
+                [9.9, 30.0, 2.0],  # left of the RoI -> invalid
+                [20.0, 61.0, 2.0],  # below the RoI -> invalid
+            ]
+        ]
+    )
+    target_idxs, valid = keypoints_to_heatmap_targets(keypoints, rois, 4)
+    assert valid.tolist() == [[True, True, True, True, False, False, False]]
+    assert target_idxs.tolist() == [[0, 2 * 4 + 1, 15, 15, 0, 0, 0]]
+    assert target_idxs.dtype == torch.int64 and valid.dtype == torch.bool
+
+
+def test_heatmap_targets_and_decoding_equal_torchvision():
+    gen = torch.Generator().manual_seed(0)
+    corners = torch.rand(30, 2, generator=gen) * 200
+    rois = torch.cat((corners, corners + 3 + torch.rand(30, 2, generator=gen) * 150), dim=1)
+    keypoints = torch.cat(
+        (
+            torch.rand(30, 17, 2, generator=gen) * 400 - 20,
+            torch.randint(0, 3, (30, 17, 1), generator=gen).float(),
+        ),
+        dim=2,
+    )
+    keypoints[0, 0, :2] = rois[0, 2:]  # a point on the corner exercises the edge rule
+    target_idxs, valid = keypoints_to_heatmap_targets(keypoints, rois, 56)
+    tv_heatmaps, tv_valid = tv_roi_heads.keypoints_to_heatmap(keypoints, rois, 56)
+    assert torch.equal(valid, tv_valid.bool())
+    assert torch.equal(target_idxs, tv_heatmaps)
+
+    heatmaps = torch.randn(30, 17, 56, 56, generator=gen)
+    points, scores = heatmaps_to_keypoints(heatmaps, rois)
+    tv_points, tv_scores = tv_roi_heads.heatmaps_to_keypoints(heatmaps, rois)
+    assert torch.equal(points, tv_points)
+    assert torch.equal(scores, tv_scores)
+    assert points.shape == (30, 17, 3) and torch.all(points[..., 2] == 1)
+
+
+@pytest.mark.parametrize("heatmap_size", [56, 28])
+def test_encode_decode_round_trip_within_one_cell(heatmap_size):
+    gen = torch.Generator().manual_seed(1)
+    num_rois, num_keypoints = 20, 9
+    corners = torch.rand(num_rois, 2, generator=gen) * 300
+    sizes = 60 + torch.rand(num_rois, 2, generator=gen) * 240  # boxes of 60 to 300 px
+    rois = torch.cat((corners, corners + sizes), dim=1)
+    inside = (
+        corners[:, None] + torch.rand(num_rois, num_keypoints, 2, generator=gen) * sizes[:, None]
+    )
+    keypoints = torch.cat((inside, torch.full((num_rois, num_keypoints, 1), 2.0)), dim=2)
+    target_idxs, valid = keypoints_to_heatmap_targets(keypoints, rois, heatmap_size)
+    assert valid.all()
+    # a one-hot logit map at each target cell decodes back into that cell
+    heatmaps = torch.zeros(num_rois * num_keypoints, heatmap_size * heatmap_size)
+    heatmaps[torch.arange(num_rois * num_keypoints), target_idxs.reshape(-1)] = 10.0
+    heatmaps = heatmaps.reshape(num_rois, num_keypoints, heatmap_size, heatmap_size)
+    decoded, scores = heatmaps_to_keypoints(heatmaps, rois)
+    cell_size = sizes / heatmap_size  # (N, 2) cell width and height in pixels
+    error = (decoded[..., :2] - keypoints[..., :2]).abs()  # (N, K, 2)
+    assert torch.all(error <= cell_size[:, None, :])
+    assert torch.all(scores > 5.0)  # the peak of the resized map
+
+
+def test_empty_inputs_and_validation():
+    target_idxs, valid = keypoints_to_heatmap_targets(torch.zeros(0, 17, 3), torch.zeros(0, 4), 56)
+    assert target_idxs.shape == valid.shape == (0, 17)
+    points, scores = heatmaps_to_keypoints(torch.zeros(0, 17, 56, 56), torch.zeros(0, 4))
+    assert points.shape == (0, 17, 3) and scores.shape == (0, 17)
+    with pytest.raises(ValueError, match="keypoints must have shape"):
+        keypoints_to_heatmap_targets(torch.zeros(2, 17), torch.zeros(2, 4), 56)
+    with pytest.raises(ValueError, match="rois must have shape"):
+        keypoints_to_heatmap_targets(torch.zeros(2, 17, 3), torch.zeros(3, 4), 56)
+    with pytest.raises(ValueError, match="rois must have shape"):
+        heatmaps_to_keypoints(torch.zeros(2, 17, 56, 56), torch.zeros(2, 5))
