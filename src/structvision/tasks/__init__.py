@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from structvision.tasks import (
     detection,  # noqa: F401  (registers faster_rcnn, fast_rcnn)
+    instances,  # noqa: F401  (registers mask_rcnn, keypoint_rcnn)
     segmentation,  # noqa: F401  (registers fcn32s, fcn16s, fcn8s)
 )
 from structvision.tasks.registry import (

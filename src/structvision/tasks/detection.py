@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +78,23 @@ def build_detector(*, arch: str, num_classes: int, **options: Any) -> nn.Module:
         raise RecipeError(f"model.arch {arch!r}: {error}") from error
 
 
-def coco_evaluator(dataset: Dataset) -> COCOEvaluator:
-    """COCO box evaluation: against the annotation file for COCO data, else built from targets."""
+def coco_evaluator(
+    dataset: Dataset,
+    *,
+    iou_types: Sequence[str] = ("bbox",),
+    keypoint_sigmas: Sequence[float] | None = None,
+) -> COCOEvaluator:
+    """COCO evaluation (box AP by default; ``iou_types`` may add ``"segm"``, ``"keypoints"``):
+    against the annotation file for COCO data, else built from the dataset's targets.
+    ``keypoint_sigmas`` are the OKS sigmas (``None``: COCO's person sigmas, 17 keypoints)."""
     annotation_file = getattr(dataset, "annotation_file", None)
     mapping = getattr(dataset, "label_to_category_id", None)
-    if annotation_file is not None:
-        return COCOEvaluator(
-            iou_types=("bbox",), coco_gt=annotation_file, label_to_category_id=mapping
-        )
-    return COCOEvaluator(iou_types=("bbox",), label_to_category_id=mapping)
+    return COCOEvaluator(
+        iou_types=tuple(iou_types),
+        coco_gt=annotation_file,
+        label_to_category_id=mapping,
+        keypoint_sigmas=keypoint_sigmas,
+    )
 
 
 def _datasets(data: str, val_data: str | None) -> tuple[Dataset, Dataset]:

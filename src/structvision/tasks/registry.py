@@ -57,6 +57,10 @@ class Recipe:
     model_options: tuple[str, ...] = field(default_factory=tuple)
     #: Whether predictions hold ``semantic_logits`` (so the dense CRF can refine them).
     predicts_semantic: bool = False
+    #: Whether ``build_evaluator`` and ``draw`` also take the trained model's ``model_config``
+    #: (keyword ``model_config``): for what a dataset alone may not say, such as the keypoint
+    #: OKS sigmas and skeleton of a keypoint model evaluated on a COCO file.
+    takes_model_config: bool = False
 
 
 #: The registry of recipes, by name. Later modules add their recipes here.

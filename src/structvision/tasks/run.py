@@ -117,7 +117,6 @@ def _write_run_outputs(
         write_html_report,
     )
 
-    class_names = model_config.get("class_names", ())
     device = next(model.parameters()).device
     model.eval()
     images = []
@@ -126,7 +125,7 @@ def _write_run_outputs(
             image, _ = dataset[index]
             prediction = _to_cpu(model([image.to(device)])[0])
             path = save_png(
-                _draw(recipe, image, prediction, class_names),
+                _draw(recipe, image, prediction, model_config),
                 out / "predictions" / f"val_{index:04d}.png",
             )
             images.append((path, f"validation image {index}"))
@@ -144,7 +143,11 @@ def _to_cpu(prediction: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in prediction.items()}
 
 
-def _draw(recipe: Recipe, image: torch.Tensor, prediction: dict, class_names: Sequence[str]):
+def _draw(recipe: Recipe, image: torch.Tensor, prediction: dict, model_config: dict):
+    """The recipe's overlay of ``prediction`` on ``image``, ``(3, H', W')`` uint8."""
+    class_names = model_config.get("class_names", ())
+    if recipe.draw is not None and recipe.takes_model_config:
+        return recipe.draw(image, prediction, class_names, model_config=model_config)
     if recipe.draw is not None:
         return recipe.draw(image, prediction, class_names)
     from structvision.viz import draw_instances
@@ -210,10 +213,13 @@ def run_eval(
     from structvision.engine import evaluate
     from structvision.engine.files import write_json_atomic
 
-    recipe, model, _ = load_trained_model(run)
+    recipe, model, model_config = load_trained_model(run)
     model = _with_crf(model, recipe, crf)
     dataset = build_dataset(data, split="val")
-    evaluator = recipe.build_evaluator(dataset)
+    if recipe.takes_model_config:
+        evaluator = recipe.build_evaluator(dataset, model_config=model_config)
+    else:
+        evaluator = recipe.build_evaluator(dataset)
     metrics = evaluate(
         model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
     )
@@ -249,10 +255,11 @@ def run_predict(
     """Predict on image files: overlays ``OUT/<name>.png`` and ``OUT/predictions.json``.
 
     ``predictions.json`` lists instance predictions in the COCO results format
-    (``bbox`` as xywh pixels, ``category_id`` mapped back to the training data's ids) with a
-    ``file_name`` field naming the input image. Every image is read before anything is written.
-    With ``crf`` (a dict of `dense_crf` parameters, ``{}`` for its defaults) a semantic
-    segmentation is refined by the fully connected CRF before it is drawn.
+    (``bbox`` as xywh pixels, ``category_id`` mapped back to the training data's ids, and for
+    instance models ``segmentation`` as compressed RLE and ``keypoints`` as flat
+    ``[x, y, v, ...]``) with a ``file_name`` field naming the input image. Every image is read
+    before anything is written. With ``crf`` (a dict of `dense_crf` parameters, ``{}`` for its
+    defaults) a semantic segmentation is refined by the fully connected CRF before it is drawn.
     """
     from structvision.engine.files import write_json_atomic
     from structvision.viz import save_png
@@ -264,7 +271,6 @@ def run_predict(
     recipe, model, model_config = load_trained_model(run)
     device = next(model.parameters()).device
     model = _with_crf(model, recipe, crf)
-    class_names = model_config.get("class_names", ())
     to_category = {int(k): v for k, v in model_config.get("label_to_category_id", {}).items()}
     out = Path(out)
     paths_stems = [p.stem for p in paths]  # equal names from different folders get an index
@@ -279,7 +285,7 @@ def run_predict(
                     for k, v in prediction.items()
                 }
             name = path.stem if paths_stems.count(path.stem) == 1 else f"{path.stem}_{index}"
-            save_png(_draw(recipe, image, prediction, class_names), out / f"{name}.png")
+            save_png(_draw(recipe, image, prediction, model_config), out / f"{name}.png")
             results += _instance_results(path.name, prediction, to_category)
     target = out / "predictions.json"
     out.mkdir(parents=True, exist_ok=True)
@@ -288,12 +294,19 @@ def run_predict(
 
 
 def _instance_results(file_name: str, prediction: dict, to_category: dict[int, int]) -> list[dict]:
+    """COCO results entries of one image's instances (none when it predicts no ``boxes``).
+
+    Every entry has ``file_name``, ``category_id``, ``bbox`` (xywh pixels) and ``score``; a
+    prediction with ``masks`` (``(D, 1, H, W)`` probabilities or ``(D, H, W)`` binary) adds
+    ``segmentation`` as compressed RLE of the mask above 0.5, one with ``keypoints (D, K, 3)``
+    adds ``keypoints`` as the flat ``[x1, y1, v1, ...]`` list.
+    """
     if "boxes" not in prediction:
         return []
     boxes = prediction["boxes"].tolist()
     labels = prediction["labels"].tolist()
     scores = prediction.get("scores", torch.ones(len(boxes))).tolist()
-    return [
+    results = [
         {
             "file_name": file_name,
             "category_id": to_category.get(label, label),
@@ -302,3 +315,22 @@ def _instance_results(file_name: str, prediction: dict, to_category: dict[int, i
         }
         for (x1, y1, x2, y2), label, score in zip(boxes, labels, scores, strict=True)
     ]
+    if "masks" in prediction:
+        for result, rle in zip(results, _mask_rles(prediction["masks"]), strict=True):
+            result["segmentation"] = rle
+    if "keypoints" in prediction:
+        keypoints = prediction["keypoints"].float().flatten(1).tolist()  # (D, 3K)
+        for result, flat in zip(results, keypoints, strict=True):
+            result["keypoints"] = flat
+    return results
+
+
+def _mask_rles(masks: torch.Tensor) -> list[dict]:
+    """``(D, 1, H, W)`` or ``(D, H, W)`` masks -> D compressed RLEs (``counts`` as str) of the
+    foreground: probabilities above 0.5, or the non-zero pixels of a binary mask."""
+    from structvision.structures import mask_to_rle
+
+    if masks.ndim == 4:
+        masks = masks[:, 0]
+    binary = masks > 0.5 if masks.is_floating_point() else masks != 0  # (D, H, W)
+    return [mask_to_rle(mask) for mask in binary]
