@@ -177,22 +177,37 @@ def paste_masks_in_image(
     src_size = mask_size + 2 * padding
     int_boxes = _expand_boxes(boxes, scale=src_size / mask_size).to(torch.int64)  # (N, 4)
 
-    x_idx0, x_idx1, x_w0, x_w1 = _linear_taps(
-        int_boxes[:, 0], int_boxes[:, 2], src_size=src_size, out_size=width, dtype=coord_dtype
-    )  # each (N, W)
-    y_idx0, y_idx1, y_w0, y_w1 = _linear_taps(
-        int_boxes[:, 1], int_boxes[:, 3], src_size=src_size, out_size=height, dtype=coord_dtype
-    )  # each (N, H)
-
+    # Bilinear resizing is separable: pasted[n] = Ry[n] @ padded[n] @ Rx[n]^T, with Ry (H, P)
+    # and Rx (W, P) holding each pixel's two taps (all-zero rows outside the box). Two batched
+    # matrix products do every mask at once, x first as PyTorch's interpolation does.
     num_masks = masks.shape[0]
-    # Interpolate along x first for every padded row, then along y (PyTorch's order).
-    cols0 = padded.gather(2, x_idx0[:, None, :].expand(num_masks, src_size, width))
-    cols1 = padded.gather(2, x_idx1[:, None, :].expand(num_masks, src_size, width))
-    along_x = x_w0[:, None, :] * cols0 + x_w1[:, None, :] * cols1  # (N, P, W)
-    rows0 = along_x.gather(1, y_idx0[:, :, None].expand(num_masks, height, width))
-    rows1 = along_x.gather(1, y_idx1[:, :, None].expand(num_masks, height, width))
-    pasted = y_w0[:, :, None] * rows0 + y_w1[:, :, None] * rows1  # (N, H, W)
+    x_pixels = torch.arange(width, device=boxes.device).expand(num_masks, width)
+    y_pixels = torch.arange(height, device=boxes.device).expand(num_masks, height)
+    resize_x = _resize_matrix(
+        *_linear_taps(
+            int_boxes[:, 0], int_boxes[:, 2], x_pixels, src_size=src_size, dtype=coord_dtype
+        ),
+        src_size=src_size,
+    )  # (N, W, P)
+    resize_y = _resize_matrix(
+        *_linear_taps(
+            int_boxes[:, 1], int_boxes[:, 3], y_pixels, src_size=src_size, dtype=coord_dtype
+        ),
+        src_size=src_size,
+    )  # (N, H, P)
+    along_x = torch.bmm(padded, resize_x.transpose(1, 2))  # (N, P, W)
+    pasted = torch.bmm(resize_y, along_x)  # (N, H, W)
     return pasted.to(masks.dtype)
+
+
+def _resize_matrix(
+    idx0: Tensor, idx1: Tensor, weight0: Tensor, weight1: Tensor, *, src_size: int
+) -> Tensor:
+    """``(N, L, src_size)`` interpolation matrices from the ``(N, L)`` taps of `_linear_taps`."""
+    matrix = weight0.new_zeros((*idx0.shape, src_size))
+    matrix.scatter_add_(2, idx0[..., None], weight0[..., None])
+    matrix.scatter_add_(2, idx1[..., None], weight1[..., None])
+    return matrix
 
 
 def _check_paste_inputs(
@@ -234,7 +249,7 @@ def _expand_boxes(boxes: Tensor, *, scale: float) -> Tensor:
 
 
 def _linear_taps(
-    start: Tensor, end: Tensor, *, src_size: int, out_size: int, dtype: torch.dtype
+    start: Tensor, end: Tensor, pixels: Tensor, *, src_size: int, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Bilinear taps along one image axis for boxes covering pixels ``start..end`` (inclusive).
 
@@ -245,14 +260,14 @@ def _linear_taps(
     Args:
         start: ``(N,)`` int64 first pixel of each box.
         end: ``(N,)`` int64 last pixel of each box.
+        pixels: ``(N, L)`` int64 image pixels at which to sample each box.
 
     Returns:
-        ``(idx0, idx1, weight0, weight1)``, each ``(N, out_size)``: source indices and weights
-        for every image pixel; the weights are 0 outside ``start..end``.
+        ``(idx0, idx1, weight0, weight1)``, each ``(N, L)``: source indices and weights for
+        those pixels; the weights are 0 outside ``start..end``.
     """
     length = end - start + 1  # (N,) pixels covered; <= 0 for an empty box
-    pixels = torch.arange(out_size, device=start.device)
-    local = pixels[None, :] - start[:, None]  # (N, L) position inside the box
+    local = pixels - start[:, None]  # (N, L) position inside the box
     inside = (local >= 0) & (local < length[:, None])
 
     src_scale = torch.full_like(length, src_size, dtype=dtype) / length.clamp(min=1).to(dtype)
