@@ -2,7 +2,8 @@
 
 Tang et al. (2018), "On Regularized Losses for Weakly-supervised CNN Segmentation", on our own
 data. The same FCN-8s (small backbone, recipe ``fcn8s``) is trained from scratch three ways
-with the same step budget, batch size, training images and seed:
+with the same step budget, optimizer (AdamW, lr 1e-3 by default: on this data it reaches in
+4000 steps what the recipe's SGD reaches in 15000), batch size, training images and seed:
 
 * ``full``: every pixel labelled (cross-entropy);
 * ``partial``: scribbles only (``shapes:scribbles=true``, about 3% of the pixels labelled):
@@ -15,8 +16,8 @@ Each row is evaluated on the same validation images with full labels (mIoU, boun
 Prints one JSON line per row and a JSON summary, also written to OUT/results.json; the summary
 holds every row found in OUT, so rows may run as separate processes into the same OUT:
 
-    python benchmarks/bench_weak_supervision.py --steps 2000 --out runs/bench_weak
-    python benchmarks/bench_weak_supervision.py --rows crf --crf-weight 0.02 --out runs/w2
+    python benchmarks/bench_weak_supervision.py --out runs/bench_weak
+    python benchmarks/bench_weak_supervision.py --rows crf --crf-weight 0.002 --out runs/w2
     python benchmarks/bench_weak_supervision.py --steps 20 --val-images 20 --out /tmp/w  # smoke
 """
 
@@ -40,18 +41,20 @@ ROW_FILE = "bench_row.json"
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--train-images", type=int, default=4000)
     parser.add_argument("--val-images", type=int, default=500)
     parser.add_argument(
         "--rows", default=",".join(ROWS), help="comma-separated: " + ", ".join(ROWS)
     )
-    parser.add_argument("--crf-weight", type=float, default=0.01, help="model.crf_loss_weight")
+    parser.add_argument("--crf-weight", type=float, default=5e-4, help="model.crf_loss_weight")
     parser.add_argument("--crf-sxy", type=float, default=50.0, help="pixels of the input")
     parser.add_argument("--crf-srgb", type=float, default=15.0, help="0-255 colour units")
     parser.add_argument("--crf-scale", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0, help="training seed (TrainConfig.seed)")
+    parser.add_argument("--optimizer", default="adamw", help="TrainConfig.optimizer")
+    parser.add_argument("--lr", type=float, default=1e-3, help="TrainConfig.lr")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_weak_supervision"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -74,6 +77,8 @@ def _row_settings(row: str, args: argparse.Namespace) -> tuple[str, dict[str, st
     settings = {
         "batch_size": str(args.batch_size),
         "seed": str(args.seed),
+        "optimizer": args.optimizer,
+        "lr": str(args.lr),
         "eval_every": "0",
         "checkpoint_every": "0",
         "progress": "false",

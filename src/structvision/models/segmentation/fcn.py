@@ -283,7 +283,10 @@ class FCN(nn.Module):
         image_mean, image_std: per-channel statistics of ``[0, 1]`` RGB images used to
             normalise the input (ImageNet's by default).
         crf_loss_weight: ``lambda`` of the dense-CRF regularised loss for weak (scribble)
-            supervision, Tang et al. (2018); 0 turns it off.
+            supervision, Tang et al. (2018); 0 turns it off. The energy here is a mean over
+            pixels (Tang et al. sum over the pixels of the half-size image), so comparable
+            values are about ``N_pixels`` times theirs; ``5e-4`` worked best of
+            ``{2e-4, 5e-4, 2e-3, 1e-2}`` on ``shapes`` with the defaults below (BENCHMARKS.md).
         crf_sxy: its bilateral kernel's position standard deviation, pixels of the input.
         crf_srgb: its colour standard deviation, 0–255 units.
         crf_scale: the loss is computed on images and segmentations resized by this factor
