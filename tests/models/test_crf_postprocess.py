@@ -73,6 +73,9 @@ def test_bad_parameters_and_predictions_are_named():
         check_crf_parameters({"iterations": "ten"})
     with pytest.raises(ValueError, match=r"iterations=2\.5 must be a whole number"):
         check_crf_parameters({"iterations": 2.5})
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"iterations=.* must be a whole number >= 0"):
+            check_crf_parameters({"iterations": bad})
     with pytest.raises(ValueError, match="no 'semantic_logits'"):
         refine_with_crf(torch.rand(3, 4, 4), {"semantic": torch.zeros(4, 4)})
     with pytest.raises(ValueError, match=r"\(C, H, W\) with the image's"):

@@ -44,7 +44,7 @@ def check_crf_parameters(parameters: Mapping[str, Any]) -> dict[str, float]:
             )
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"CRF parameter {name}={value!r} must be a number")
-        if name == "iterations" and (value != int(value) or value < 0):
+        if name == "iterations" and not (float(value).is_integer() and value >= 0):
             raise ValueError(f"CRF parameter iterations={value!r} must be a whole number >= 0")
         checked[name] = int(value) if name == "iterations" else float(value)
     return checked
