@@ -224,12 +224,15 @@ def test_detection_recipes_train_eval_predict_from_the_cli(tmp_path):
             "--set",
             "model.max_size=64",
             "--set",
+            "model.box_head=conv",
+            "--set",
             "progress=false",
         ],
     )
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["recipe"] == "faster_rcnn" and config["model"]["kwargs"]["width"] == 8
+    assert config["model"]["kwargs"]["box_head"] == "conv"  # eval and predict rebuild it
     assert config["model"]["class_names"][0] == "__background__"
     evaluated = runner.invoke(app, ["eval", str(run), "--data", data])
     assert evaluated.exit_code == 0, evaluated.output

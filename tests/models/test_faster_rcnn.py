@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torchvision
@@ -9,11 +11,15 @@ import torchvision
 from structvision.convert import from_torchvision
 from structvision.data.synthetic import ShapesDataset
 from structvision.models.detection import (
+    ConvFCHead,
     FastRCNN,
     SelectiveSearchProposer,
+    TwoMLPHead,
     fast_rcnn_small,
     faster_rcnn_small_c4,
     faster_rcnn_small_fpn,
+    keypoint_rcnn_small_fpn,
+    mask_rcnn_small_fpn,
 )
 from structvision.structures import box_iou
 
@@ -138,6 +144,42 @@ def test_overfits_one_batch_with_an_empty_image(builder):
     iou = box_iou(gt["boxes"], detections["boxes"])  # (G, D)
     same_label = gt["labels"][:, None] == detections["labels"][None, :]
     assert ((iou > 0.5) & same_label).any(dim=1).float().mean() >= 0.5  # most objects found
+
+
+@pytest.mark.parametrize(
+    "builder",
+    [
+        faster_rcnn_small_fpn,
+        mask_rcnn_small_fpn,
+        functools.partial(keypoint_rcnn_small_fpn, num_keypoints=5),
+    ],
+)
+def test_small_models_take_a_conv_box_head(builder):
+    torch.manual_seed(0)
+    assert isinstance(builder(num_classes=4, width=8).roi_heads.box_head, TwoMLPHead)
+    model = builder(num_classes=4, width=8, fpn_channels=16, box_head="conv")
+    head = model.roi_heads.box_head
+    assert isinstance(head, ConvFCHead)
+    convs = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in head.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(16, 16, (3, 3))] * 4
+    assert len(norms) == 4
+    assert head(torch.rand(3, 16, 7, 7)).shape == (3, 256)  # the small models' representation
+    with pytest.raises(ValueError, match="box_head must be one of"):
+        builder(num_classes=4, width=8, box_head="transformer")
+
+
+def test_conv_box_head_trains_end_to_end():
+    torch.manual_seed(0)
+    images, targets = _shapes_batch(2, size=64)
+    model = faster_rcnn_small_fpn(num_classes=7, width=8, min_size=64, max_size=64, box_head="conv")
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    first_conv = model.roi_heads.box_head[0][0]
+    assert first_conv.weight.grad is not None and first_conv.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        detections = model.eval()(images)
+    assert [set(d) for d in detections] == [{"boxes", "labels", "scores"}] * 2
 
 
 def test_fast_rcnn_scales_external_proposals_with_the_image():

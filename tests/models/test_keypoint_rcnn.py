@@ -182,6 +182,43 @@ def test_eval_outputs_and_empty_detections():
     assert empty["keypoints_scores"].shape == (0, 5)
 
 
+def test_roi_expansion_grows_the_heatmap_region_in_training_and_eval():
+    torch.manual_seed(0)
+    model = keypoint_rcnn_small_fpn(
+        num_classes=2, num_keypoints=5, width=8, keypoint_roi_expansion=1.5
+    )
+    box = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
+    (roi,) = model.keypoint_branch.rois([box])
+    assert torch.equal(roi, torch.tensor([[5.0, 10.0, 35.0, 70.0]]))  # centre kept, 1.5x sides
+
+    # training: a keypoint outside its box but inside the grown RoI is a valid target
+    images = [torch.rand(3, 96, 96)]
+    target = {
+        "boxes": torch.tensor([[30.0, 30.0, 60.0, 70.0]]),
+        "labels": torch.tensor([1]),
+        "keypoints": torch.tensor([[[27.0, 40.0, 2.0]] * 5]),  # 3 px left of the box
+    }
+    batch, targets = model.transform(images, [target])
+    features = model.backbone(batch.tensors)
+    sample = ([targets[0]["boxes"]], [torch.tensor([0])], [torch.tensor([1])])  # resized
+    loss = model._keypoint_loss(features, batch.image_sizes, targets, *sample)
+    assert loss > 0
+    model.keypoint_branch.roi_expansion = 1.0  # torchvision's: the point is outside, ignored
+    assert model._keypoint_loss(features, batch.image_sizes, targets, *sample) == 0
+
+    # eval: keypoints spread over the grown RoI, beyond the box itself
+    model.keypoint_branch.roi_expansion = 1.5
+    with torch.no_grad():
+        (detection,) = model.eval()([torch.rand(3, 64, 80)])
+    boxes, xy = detection["boxes"][:, None], detection["keypoints"][..., :2]
+    grown = model.keypoint_branch.rois([detection["boxes"]])[0][:, None]
+    assert len(boxes) > 0
+    assert torch.all((xy >= grown[..., :2] - 1) & (xy <= grown[..., 2:] + 1))
+    assert torch.any((xy < boxes[..., :2] - 1) | (xy > boxes[..., 2:] + 1))
+    with pytest.raises(ValueError, match="roi_expansion must be a finite number >= 1"):
+        keypoint_rcnn_small_fpn(num_classes=2, num_keypoints=5, keypoint_roi_expansion=0.8)
+
+
 def test_training_targets_need_keypoints():
     model = keypoint_rcnn_small_fpn(num_classes=2, num_keypoints=5, width=8).train()
     target = {"boxes": torch.tensor([[1.0, 1.0, 20.0, 20.0]]), "labels": torch.tensor([1])}

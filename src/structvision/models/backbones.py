@@ -79,7 +79,7 @@ def _check_returned_layers(returned_layers: Sequence[int]) -> tuple[int, ...]:
     return layers
 
 
-def _group_norm(num_channels: int) -> nn.GroupNorm:
+def group_norm(num_channels: int) -> nn.GroupNorm:
     """``GroupNorm`` with 32 groups, or the largest divisor of 32 that divides the channels."""
     return nn.GroupNorm(math.gcd(_GROUP_NORM_GROUPS, num_channels), num_channels)
 
@@ -91,7 +91,7 @@ def _norm_layer(norm: str, *, allowed: Sequence[str]) -> Callable[[int], nn.Modu
         return FrozenBatchNorm2d
     if norm == "batch":
         return nn.BatchNorm2d
-    return _group_norm
+    return group_norm
 
 
 def _check_images(images: Tensor) -> None:

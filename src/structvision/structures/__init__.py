@@ -13,6 +13,7 @@ from structvision.structures.boxes import (
     box_iou,
     clip_boxes_to_image,
     remove_small_boxes,
+    scale_boxes,
 )
 from structvision.structures.keypoints import heatmaps_to_keypoints, keypoints_to_heatmap_targets
 from structvision.structures.masks import (
@@ -42,4 +43,5 @@ __all__ = [
     "polygons_to_mask",
     "remove_small_boxes",
     "rle_to_mask",
+    "scale_boxes",
 ]

@@ -129,6 +129,26 @@ def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
     return torchvision.ops.remove_small_boxes(boxes, min_size)
 
 
+def scale_boxes(boxes: Tensor, scale: float) -> Tensor:
+    """``xyxy`` boxes grown (``scale > 1``) or shrunk about their centres, not clipped.
+
+    Args:
+        boxes: ``(N, 4)`` ``xyxy`` boxes.
+        scale: factor applied to each box's width and height.
+
+    Returns:
+        ``(N, 4)`` scaled boxes (a new tensor).
+    """
+    _check_boxes_2d(boxes, "boxes")
+    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5
+    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5
+    ctr_x = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    ctr_y = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    half_w = half_w * scale
+    half_h = half_h * scale
+    return torch.stack((ctr_x - half_w, ctr_y - half_h, ctr_x + half_w, ctr_y + half_h), dim=1)
+
+
 class BoxCoder:
     """Encode boxes as R-CNN regression deltas relative to reference boxes, and decode them.
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from structvision.structures.boxes import scale_boxes
+
 __all__ = [
     "mask_to_rle",
     "masks_to_boxes",
@@ -175,7 +177,7 @@ def paste_masks_in_image(
     coord_dtype = torch.float64 if masks.dtype == torch.float64 else torch.float32
     padded = F.pad(masks.to(coord_dtype), (padding,) * 4)  # (N, P, P)
     src_size = mask_size + 2 * padding
-    int_boxes = _expand_boxes(boxes, scale=src_size / mask_size).to(torch.int64)  # (N, 4)
+    int_boxes = scale_boxes(boxes, src_size / mask_size).to(torch.int64)  # (N, 4)
 
     # Bilinear resizing is separable: pasted[n] = Ry[n] @ padded[n] @ Rx[n]^T, with Ry (H, P)
     # and Rx (W, P) holding each pixel's two taps (all-zero rows outside the box). Two batched
@@ -235,17 +237,6 @@ def _check_paste_inputs(
         raise ValueError(f"image_size must be (H, W) with H, W >= 0, got {image_size!r}")
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
-
-
-def _expand_boxes(boxes: Tensor, *, scale: float) -> Tensor:
-    """``(N, 4)`` ``xyxy`` boxes grown by ``scale`` about their centres (torchvision's order)."""
-    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5
-    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5
-    ctr_x = (boxes[:, 2] + boxes[:, 0]) * 0.5
-    ctr_y = (boxes[:, 3] + boxes[:, 1]) * 0.5
-    half_w = half_w * scale
-    half_h = half_h * scale
-    return torch.stack((ctr_x - half_w, ctr_y - half_h, ctr_x + half_w, ctr_y + half_h), dim=1)
 
 
 def _linear_taps(

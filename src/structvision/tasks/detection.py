@@ -36,6 +36,7 @@ MODEL_OPTIONS = (
     "min_size",
     "max_size",
     "roi_canonical_scale",
+    "box_head",
     "trainable_layers",
     "weights_path",
     "proposal_mode",

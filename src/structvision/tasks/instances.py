@@ -53,8 +53,8 @@ MASK_ARCHITECTURES = ("small_fpn", "resnet50_fpn", "resnet50_fpn_v2")
 #: Architectures of ``keypoint_rcnn``.
 KEYPOINT_ARCHITECTURES = ("small_fpn", "resnet50_fpn")
 
-#: ``--set model.KEY=VALUE`` options of ``mask_rcnn`` (``width``, ``norm``, ``fpn_channels``
-#: and ``roi_canonical_scale`` are the small model's; ``trainable_layers`` and ``weights_path``
+#: ``--set model.KEY=VALUE`` options of ``mask_rcnn`` (``width``, ``norm``, ``fpn_channels``,
+#: ``roi_canonical_scale`` and ``box_head`` are the small model's; ``trainable_layers`` and ``weights_path``
 #: ResNet-50's).
 MASK_MODEL_OPTIONS = (
     "arch",
@@ -65,6 +65,7 @@ MASK_MODEL_OPTIONS = (
     "min_size",
     "max_size",
     "roi_canonical_scale",
+    "box_head",
     "trainable_layers",
     "weights_path",
 )
@@ -78,6 +79,8 @@ KEYPOINT_MODEL_OPTIONS = (
     "min_size",
     "max_size",
     "roi_canonical_scale",
+    "box_head",
+    "keypoint_roi_expansion",
     "trainable_layers",
     "weights_path",
     "keypoint_sigmas",

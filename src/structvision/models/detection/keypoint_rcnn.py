@@ -25,6 +25,7 @@ Names inside :class:`KeypointHead` and :class:`KeypointPredictor` equal torchvis
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,13 +39,18 @@ from structvision.models.detection.faster_rcnn import (
     SMALL_MODEL_DEFAULTS,
     check_detection_inputs,
     faster_rcnn,
+    small_box_head,
 )
 from structvision.models.detection.roi_heads import RoIHeads, select_positive_samples
 from structvision.models.detection.rpn import RegionProposalNetwork
 from structvision.models.detection.transform import DetectionTransform
 from structvision.models.fpn import BackboneWithFPN, FeaturePyramidNetwork
 from structvision.ops import MultiScaleRoIAlign
-from structvision.structures import heatmaps_to_keypoints, keypoints_to_heatmap_targets
+from structvision.structures import (
+    heatmaps_to_keypoints,
+    keypoints_to_heatmap_targets,
+    scale_boxes,
+)
 
 __all__ = [
     "KeypointBranch",
@@ -133,23 +139,42 @@ class KeypointBranch(nn.Module):
             ``MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 14, 2)``.
         head: ``(R, C, S, S) -> (R, D, S, S)``.
         predictor: ``(R, D, S, S) -> (R, K, 4S, 4S)``.
+        roi_expansion: the heatmaps cover each box grown by this factor about its centre
+            (``>= 1``; 1 is torchvision's). A box that cuts off a wrist or ankle still lets the
+            heatmap reach it, as top-down pose estimators do with their 1.25x person boxes.
     """
 
-    def __init__(self, *, roi_pool: nn.Module, head: nn.Module, predictor: nn.Module) -> None:
+    def __init__(
+        self,
+        *,
+        roi_pool: nn.Module,
+        head: nn.Module,
+        predictor: nn.Module,
+        roi_expansion: float = 1.0,
+    ) -> None:
         super().__init__()
+        if not (isinstance(roi_expansion, (int, float)) and 1.0 <= roi_expansion < math.inf):
+            raise ValueError(f"roi_expansion must be a finite number >= 1, got {roi_expansion!r}")
         self.roi_pool = roi_pool
         self.head = head
         self.predictor = predictor
+        self.roi_expansion = float(roi_expansion)
+
+    def rois(self, boxes: list[Tensor]) -> list[Tensor]:
+        """The regions the heatmaps cover: ``boxes`` grown by ``roi_expansion``."""
+        if self.roi_expansion == 1.0:
+            return boxes
+        return [scale_boxes(image_boxes, self.roi_expansion) for image_boxes in boxes]
 
     def forward(
         self,
         features: dict[str, Tensor],
-        boxes: list[Tensor],
+        rois: list[Tensor],
         image_sizes: list[tuple[int, int]],
     ) -> Tensor:
-        """``B`` lists of ``(N_i, 4)`` ``xyxy`` input-pixel boxes -> ``(R, K, 56, 56)`` heatmap
-        logits, ``R = sum(N_i)``, image by image."""
-        roi_features = self.roi_pool(features, boxes, image_sizes)  # (R, C, S, S)
+        """``B`` lists of ``(N_i, 4)`` ``xyxy`` input-pixel RoIs (see :meth:`rois`) ->
+        ``(R, K, 56, 56)`` heatmap logits over them, ``R = sum(N_i)``, image by image."""
+        roi_features = self.roi_pool(features, rois, image_sizes)  # (R, C, S, S)
         return self.predictor(self.head(roi_features))
 
 
@@ -249,11 +274,12 @@ class KeypointRCNN(nn.Module):
         positive_boxes, positive_idxs, _ = select_positive_samples(
             sampled_proposals, matched_idxs, labels
         )
-        keypoint_logits = self.keypoint_branch(features, positive_boxes, image_sizes)
+        rois = self.keypoint_branch.rois(positive_boxes)
+        keypoint_logits = self.keypoint_branch(features, rois, image_sizes)
         heatmap_size = keypoint_logits.shape[-1]
         encoded = [
-            keypoints_to_heatmap_targets(target["keypoints"][idxs], boxes, heatmap_size)
-            for target, boxes, idxs in zip(targets, positive_boxes, positive_idxs, strict=True)
+            keypoints_to_heatmap_targets(target["keypoints"][idxs], image_rois, heatmap_size)
+            for target, image_rois, idxs in zip(targets, rois, positive_idxs, strict=True)
         ]  # per image ((P_i, K), (P_i, K))
         target_idxs = torch.cat([idxs for idxs, _ in encoded])
         valid = torch.cat([image_valid for _, image_valid in encoded])
@@ -266,13 +292,13 @@ class KeypointRCNN(nn.Module):
         detections: list[dict[str, Tensor]],
     ) -> list[dict[str, Tensor]]:
         """Add ``keypoints (D_i, K, 3)`` and ``keypoints_scores (D_i, K)`` in input pixels."""
-        boxes = [detection["boxes"] for detection in detections]
-        keypoint_logits = self.keypoint_branch(features, boxes, image_sizes)  # (D, K, S, S)
+        rois = self.keypoint_branch.rois([detection["boxes"] for detection in detections])
+        keypoint_logits = self.keypoint_branch(features, rois, image_sizes)  # (D, K, S, S)
         results = []
-        for detection, image_boxes, image_logits in zip(
-            detections, boxes, keypoint_logits.split([len(b) for b in boxes]), strict=True
+        for detection, image_rois, image_logits in zip(
+            detections, rois, keypoint_logits.split([len(r) for r in rois]), strict=True
         ):
-            keypoints, scores = heatmaps_to_keypoints(image_logits, image_boxes)
+            keypoints, scores = heatmaps_to_keypoints(image_logits, image_rois)
             results.append({**detection, "keypoints": keypoints, "keypoints_scores": scores})
         return results
 
@@ -306,6 +332,7 @@ def keypoint_rcnn(
     num_keypoints: int,
     keypoint_roi_pool: nn.Module,
     keypoint_layers: Sequence[int] = (512,) * 8,
+    keypoint_roi_expansion: float = 1.0,
     **detector_settings,
 ) -> KeypointRCNN:
     """Assemble a Keypoint R-CNN: `faster_rcnn`'s detector plus a keypoint branch.
@@ -316,6 +343,8 @@ def keypoint_rcnn(
         num_keypoints: ``K``, keypoint types (COCO persons: 17).
         keypoint_roi_pool: pooler of the keypoint branch (``(R, out_channels, 14, 14)``).
         keypoint_layers: widths of :class:`KeypointHead`'s convolutions.
+        keypoint_roi_expansion: the keypoint heatmaps cover each box grown by this factor
+            (:class:`KeypointBranch`'s ``roi_expansion``; 1 is torchvision's).
         **detector_settings: every other argument of
             :func:`~structvision.models.detection.faster_rcnn` (``backbone``, anchors,
             ``box_roi_pool``, thresholds, transform sizes, ...).
@@ -326,6 +355,7 @@ def keypoint_rcnn(
         roi_pool=keypoint_roi_pool,
         head=head,
         predictor=KeypointPredictor(head.out_channels, num_keypoints),
+        roi_expansion=keypoint_roi_expansion,
     )
     return KeypointRCNN(
         transform=detector.transform,
@@ -381,12 +411,16 @@ def keypoint_rcnn_small_fpn(
     norm: str = "group",
     fpn_channels: int = 64,
     roi_canonical_scale: int = 224,
+    box_head: str = "mlp",
     **overrides,
 ) -> KeypointRCNN:
     """A small Keypoint R-CNN with FPN that trains from scratch on a CPU
     (cf. `faster_rcnn_small_fpn`); the keypoint head has four convolutions of ``2 *
     fpn_channels`` channels. ``roi_canonical_scale`` is the box side (pixels) that both poolers
     assign to ``p4``."""
+    head = small_box_head(
+        box_head, channels=fpn_channels, representation_size=overrides.get("representation_size")
+    )
     body = small_backbone(width=width, norm=norm)
     fpn = FeaturePyramidNetwork(
         list(body.out_channels.values()), fpn_channels, extra_block="maxpool"
@@ -395,6 +429,7 @@ def keypoint_rcnn_small_fpn(
         **SMALL_MODEL_DEFAULTS,
         "anchor_sizes": ((8,), (16,), (32,), (64,), (128,)),
         "aspect_ratios": ((0.5, 1.0, 2.0),) * 5,
+        "box_head": head,
         "box_roi_pool": MultiScaleRoIAlign(FPN_LEVELS, 7, 2, canonical_scale=roi_canonical_scale),
         "keypoint_roi_pool": MultiScaleRoIAlign(
             FPN_LEVELS, 14, 2, canonical_scale=roi_canonical_scale

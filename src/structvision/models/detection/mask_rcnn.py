@@ -41,6 +41,7 @@ from structvision.models.detection.faster_rcnn import (
     SMALL_MODEL_DEFAULTS,
     check_detection_inputs,
     faster_rcnn,
+    small_box_head,
 )
 from structvision.models.detection.roi_heads import (
     ConvFCHead,
@@ -518,6 +519,7 @@ def mask_rcnn_small_fpn(
     norm: str = "group",
     fpn_channels: int = 64,
     roi_canonical_scale: int = 224,
+    box_head: str = "mlp",
     **overrides,
 ) -> MaskRCNN:
     """A small Mask R-CNN with FPN that trains from scratch on a CPU (cf. `faster_rcnn_small_fpn`).
@@ -526,6 +528,9 @@ def mask_rcnn_small_fpn(
     uses RoIPool instead of RoIAlign in the box and mask branches (the RoIAlign ablation).
     ``roi_canonical_scale`` is the box side (pixels) that both poolers assign to ``p4``.
     """
+    head = small_box_head(
+        box_head, channels=fpn_channels, representation_size=overrides.get("representation_size")
+    )
     body = small_backbone(width=width, norm=norm)
     fpn = FeaturePyramidNetwork(
         list(body.out_channels.values()), fpn_channels, extra_block="maxpool"
@@ -535,6 +540,7 @@ def mask_rcnn_small_fpn(
         **SMALL_MODEL_DEFAULTS,
         "anchor_sizes": ((8,), (16,), (32,), (64,), (128,)),
         "aspect_ratios": ((0.5, 1.0, 2.0),) * 5,
+        "box_head": head,
         "box_roi_pool": box_roi_pool,
         "mask_roi_pool": mask_roi_pool,
         "mask_layers": (fpn_channels,) * 4,
