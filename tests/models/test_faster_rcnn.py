@@ -167,6 +167,8 @@ def test_small_models_take_a_conv_box_head(builder):
     assert head(torch.rand(3, 16, 7, 7)).shape == (3, 256)  # the small models' representation
     with pytest.raises(ValueError, match="box_head must be one of"):
         builder(num_classes=4, width=8, box_head="transformer")
+    own = TwoMLPHead(16 * 7 * 7, 256)  # a module of the caller's is used as given
+    assert builder(num_classes=4, width=8, fpn_channels=16, box_head=own).roi_heads.box_head is own
 
 
 def test_conv_box_head_trains_end_to_end():

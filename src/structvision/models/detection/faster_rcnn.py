@@ -292,15 +292,22 @@ SMALL_BOX_HEADS = ("mlp", "conv")
 
 
 def small_box_head(
-    kind: str, *, channels: int, pooled_size: int = 7, representation_size: int | None = None
+    kind: str | nn.Module,
+    *,
+    channels: int,
+    pooled_size: int = 7,
+    representation_size: int | None = None,
 ) -> nn.Module | None:
     """The box head named ``kind`` (see `SMALL_BOX_HEADS`) over ``(channels, s, s)`` RoIs.
 
     ``None`` for ``"mlp"``: `faster_rcnn` then builds its default `TwoMLPHead`. The ``"conv"``
     head keeps ``channels`` through four 3x3 convolutions, so it reasons about a shape's outline
-    inside the RoI before the fully connected layer; it costs about twice the ``"mlp"`` head's
-    time on a CPU.
+    inside the RoI before the fully connected layer; it nearly doubles the small Faster R-CNN's
+    training step on a CPU (0.43 -> 0.80 s at batch 8 on one thread). A module is returned as
+    it is (a head of the caller's own).
     """
+    if isinstance(kind, nn.Module):
+        return kind
     if kind not in SMALL_BOX_HEADS:
         raise ValueError(f"box_head must be one of {SMALL_BOX_HEADS}, got {kind!r}")
     if kind == "mlp":
@@ -321,7 +328,7 @@ def faster_rcnn_small_fpn(
     norm: str = "group",
     fpn_channels: int = 64,
     roi_canonical_scale: int = 224,
-    box_head: str = "mlp",
+    box_head: str | nn.Module = "mlp",
     **overrides,
 ) -> FasterRCNN:
     """A small Faster R-CNN with FPN that trains from scratch on a CPU in minutes.

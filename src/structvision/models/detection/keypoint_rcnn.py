@@ -411,7 +411,7 @@ def keypoint_rcnn_small_fpn(
     norm: str = "group",
     fpn_channels: int = 64,
     roi_canonical_scale: int = 224,
-    box_head: str = "mlp",
+    box_head: str | nn.Module = "mlp",
     **overrides,
 ) -> KeypointRCNN:
     """A small Keypoint R-CNN with FPN that trains from scratch on a CPU

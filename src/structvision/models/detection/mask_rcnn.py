@@ -519,7 +519,7 @@ def mask_rcnn_small_fpn(
     norm: str = "group",
     fpn_channels: int = 64,
     roi_canonical_scale: int = 224,
-    box_head: str = "mlp",
+    box_head: str | nn.Module = "mlp",
     **overrides,
 ) -> MaskRCNN:
     """A small Mask R-CNN with FPN that trains from scratch on a CPU (cf. `faster_rcnn_small_fpn`).
