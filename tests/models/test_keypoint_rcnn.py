@@ -215,8 +215,9 @@ def test_roi_expansion_grows_the_heatmap_region_in_training_and_eval():
     assert len(boxes) > 0
     assert torch.all((xy >= grown[..., :2] - 1) & (xy <= grown[..., 2:] + 1))
     assert torch.any((xy < boxes[..., :2] - 1) | (xy > boxes[..., 2:] + 1))
-    with pytest.raises(ValueError, match="roi_expansion must be a finite number >= 1"):
-        keypoint_rcnn_small_fpn(num_classes=2, num_keypoints=5, keypoint_roi_expansion=0.8)
+    for bad in (0.8, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="roi_expansion must be a finite number >= 1"):
+            keypoint_rcnn_small_fpn(num_classes=2, num_keypoints=5, keypoint_roi_expansion=bad)
 
 
 def test_training_targets_need_keypoints():

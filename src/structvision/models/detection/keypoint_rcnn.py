@@ -153,7 +153,8 @@ class KeypointBranch(nn.Module):
         roi_expansion: float = 1.0,
     ) -> None:
         super().__init__()
-        if not (isinstance(roi_expansion, (int, float)) and 1.0 <= roi_expansion < math.inf):
+        is_number = isinstance(roi_expansion, (int, float)) and not isinstance(roi_expansion, bool)
+        if not (is_number and 1.0 <= roi_expansion < math.inf):
             raise ValueError(f"roi_expansion must be a finite number >= 1, got {roi_expansion!r}")
         self.roi_pool = roi_pool
         self.head = head
