@@ -39,10 +39,7 @@ def main() -> None:
         if not 0.0 < threshold <= 1.0:
             parser.error(f"--thresholds: {text!r} is not in (0, 1]")
         model.roi_heads.nms_thresh = threshold
-        if recipe.takes_model_config:
-            evaluator = recipe.build_evaluator(dataset, model_config=model_config)
-        else:
-            evaluator = recipe.build_evaluator(dataset)
+        evaluator = recipe.evaluator_for(dataset, model_config)
         metrics = evaluate(
             model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
         )

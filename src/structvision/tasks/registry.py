@@ -62,6 +62,12 @@ class Recipe:
     #: OKS sigmas and skeleton of a keypoint model evaluated on a COCO file.
     takes_model_config: bool = False
 
+    def evaluator_for(self, dataset: Dataset, model_config: dict[str, Any]) -> Any:
+        """``build_evaluator`` for a trained model of this recipe (its ``model_config``)."""
+        if self.takes_model_config:
+            return self.build_evaluator(dataset, model_config=model_config)
+        return self.build_evaluator(dataset)
+
 
 #: The registry of recipes, by name. Later modules add their recipes here.
 RECIPES: dict[str, Recipe] = {}

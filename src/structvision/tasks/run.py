@@ -216,10 +216,7 @@ def run_eval(
     recipe, model, model_config = load_trained_model(run)
     model = _with_crf(model, recipe, crf)
     dataset = build_dataset(data, split="val")
-    if recipe.takes_model_config:
-        evaluator = recipe.build_evaluator(dataset, model_config=model_config)
-    else:
-        evaluator = recipe.build_evaluator(dataset)
+    evaluator = recipe.evaluator_for(dataset, model_config)
     metrics = evaluate(
         model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
     )
