@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -80,6 +81,26 @@ def _setup(*, data: str, val_data: str | None, model_overrides: dict) -> tasks.T
             max_steps=4, batch_size=2, lr=0.05, log_every=1, checkpoint_every=2, progress=False
         ),
     )
+
+
+def test_evaluator_for_passes_the_model_config_only_to_recipes_that_take_it():
+    calls = []
+
+    def build_evaluator(dataset, **kwargs):
+        calls.append((dataset, kwargs))
+
+    plain = tasks.Recipe(
+        name="plain",
+        summary="",
+        setup=_setup,
+        build_model=OneBoxNet,
+        build_evaluator=build_evaluator,
+        collate_fn=collate_detection,
+    )
+    config = {"kwargs": {"width": 4}}
+    plain.evaluator_for("data", config)
+    dataclasses.replace(plain, takes_model_config=True).evaluator_for("data", config)
+    assert calls == [("data", {}), ("data", {"model_config": config})]
 
 
 @pytest.fixture
