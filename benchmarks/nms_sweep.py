@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import torch
 
@@ -35,7 +36,10 @@ def main() -> None:
     dataset = build_dataset(args.data, split="val")
     results = {}
     for text in args.thresholds.split(","):
-        threshold = float(text)
+        try:
+            threshold = float(text)
+        except ValueError:
+            threshold = math.nan
         if not 0.0 < threshold <= 1.0:
             parser.error(f"--thresholds: {text!r} is not in (0, 1]")
         model.roi_heads.nms_thresh = threshold
