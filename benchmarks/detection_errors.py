@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    _, model, _ = load_trained_model(args.run)
+    recipe, model, _ = load_trained_model(args.run)
     device = next(model.parameters()).device
     dataset = build_dataset(args.data, split=args.split)
     kinds: list[tuple[float, str]] = []
@@ -77,6 +77,8 @@ def main() -> None:
         with torch.no_grad():
             output = model([image.to(device)])[0]
         output = {key: value.cpu() for key, value in output.items()}
+        if "boxes" not in output:
+            parser.error(f"{args.run}: recipe {recipe.name!r} predicts no boxes")
         image_kinds, same, any_class = classify_detections(
             output["boxes"], output["labels"], output["scores"], target
         )

@@ -39,6 +39,8 @@ def main() -> None:
     _, model, _ = load_trained_model(args.run)
     device = next(model.parameters()).device
     dataset = build_dataset(args.data, split="val")
+    if not getattr(dataset, "keypoint_names", None):
+        parser.error(f"--data {args.data}: the dataset has no keypoints")
     names = list(dataset.keypoint_names)
     sigmas = torch.tensor(dataset.keypoint_sigmas)
     flip = torch.arange(len(names))

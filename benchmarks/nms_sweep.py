@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import torch
 
@@ -22,11 +21,27 @@ from structvision.engine import evaluate
 from structvision.tasks.run import load_trained_model
 
 
+def _threshold(text: str) -> float:
+    """One ``--thresholds`` entry, an IoU in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IoU in (0, 1]")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run or checkpoint folder of an R-CNN recipe")
     parser.add_argument("--data", default="shapes:num_images=500")
-    parser.add_argument("--thresholds", default="0.5,0.6,0.7")
+    parser.add_argument(
+        "--thresholds",
+        default=[0.5, 0.6, 0.7],
+        type=lambda text: [_threshold(item) for item in text.split(",")],
+        help="comma-separated IoUs",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -35,19 +50,13 @@ def main() -> None:
         parser.error(f"{args.run}: recipe {recipe.name!r} has no box head NMS to sweep")
     dataset = build_dataset(args.data, split="val")
     results = {}
-    for text in args.thresholds.split(","):
-        try:
-            threshold = float(text)
-        except ValueError:
-            threshold = math.nan
-        if not 0.0 < threshold <= 1.0:
-            parser.error(f"--thresholds: {text!r} is not in (0, 1]")
+    for threshold in args.thresholds:
         model.roi_heads.nms_thresh = threshold
         evaluator = recipe.evaluator_for(dataset, model_config)
         metrics = evaluate(
             model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
         )
-        results[text] = {
+        results[f"{threshold:g}"] = {
             key: round(value, 4)
             for key, value in metrics.items()
             if key.endswith(("/AP", "/AP50", "/AP75"))
