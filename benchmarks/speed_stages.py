@@ -149,8 +149,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=2, help="images per call")
     args = parser.parse_args()
-    if args.rounds < 1 or args.batch < 1:
-        parser.error("--rounds and --batch must be positive")
+    for name in ("threads", "rounds", "batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
