@@ -231,6 +231,16 @@ CrfSets = Annotated[
 ]
 
 
+TtaFlag = Annotated[
+    bool,
+    typer.Option(
+        "--tta",
+        help="Average an R-CNN over each image and its mirror image (flip test-time "
+        "augmentation; about twice the inference time).",
+    ),
+]
+
+
 def _crf_parameters(crf: bool, crf_sets: list[str] | None) -> dict[str, float] | None:
     """``None`` (no CRF) or the CRF's keyword arguments from ``--crf-set name=value``."""
     from structvision.data.spec import parse_value
@@ -259,16 +269,18 @@ def evaluate(
     ] = None,
     crf: CrfFlag = False,
     crf_sets: CrfSets = None,
+    tta: TtaFlag = False,
 ) -> None:
     """Evaluate a trained model on a dataset; prints a table and writes JSON."""
     from structvision import tasks
 
     crf_parameters = _crf_parameters(crf, crf_sets)
     try:
-        metrics = tasks.run_eval(run, data=data, out=out, crf=crf_parameters)
+        metrics = tasks.run_eval(run, data=data, out=out, crf=crf_parameters, tta=tta)
     except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
         _fail(str(error))
-    title = f"evaluation of {run}" + (" with the dense CRF" if crf_parameters is not None else "")
+    title = f"evaluation of {run}" + (" with flip TTA" if tta else "")
+    title += " with the dense CRF" if crf_parameters is not None else ""
     print_metrics(title, metrics)
 
 
@@ -280,6 +292,7 @@ def predict(
     score_threshold: Annotated[float, typer.Option("--score-threshold")] = 0.5,
     crf: CrfFlag = False,
     crf_sets: CrfSets = None,
+    tta: TtaFlag = False,
 ) -> None:
     """Run a trained model on images; writes overlays and COCO-format predictions.json."""
     from structvision import tasks
@@ -287,7 +300,12 @@ def predict(
     crf_parameters = _crf_parameters(crf, crf_sets)
     try:
         path = tasks.run_predict(
-            run, images=images, out=out, score_threshold=score_threshold, crf=crf_parameters
+            run,
+            images=images,
+            out=out,
+            score_threshold=score_threshold,
+            crf=crf_parameters,
+            tta=tta,
         )
     except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
         _fail(str(error))

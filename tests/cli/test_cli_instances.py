@@ -13,6 +13,7 @@ from structvision.cli import app
 from structvision.data.spec import build_dataset
 from structvision.data.synthetic import FLIP_PAIRS, KEYPOINT_SIGMAS, SKELETON
 from structvision.data.transforms import hflip_keypoints
+from structvision.models.detection.tta import FlipTTA
 from structvision.structures import rle_to_mask
 from structvision.tasks import RecipeError, get_recipe
 from structvision.tasks.instances import keypoint_evaluator
@@ -33,9 +34,10 @@ def _train(recipe: str, data: str, run: Path, *extra: str, steps: int = 2):
     return runner.invoke(app, [*args, *TINY_MODEL, *extra])
 
 
-def _predict(run: Path, image: Path, out: Path) -> list[dict]:
+def _predict(run: Path, image: Path, out: Path, *extra: str) -> list[dict]:
     result = runner.invoke(
-        app, ["predict", str(run), str(image), "--out", str(out), "--score-threshold", "0"]
+        app,
+        ["predict", str(run), str(image), "--out", str(out), "--score-threshold", "0", *extra],
     )
     assert result.exit_code == 0, result.output
     assert (out / f"{image.stem}.png").is_file()
@@ -96,6 +98,17 @@ def test_mask_rcnn_trains_evaluates_and_predicts_masks(tmp_path):
         assert decoded.shape == (64, 64)
         assert torch.equal(decoded, (probabilities > 0.5).to(torch.uint8))
 
+    # flip test-time augmentation: eval writes its own JSON, predict gives FlipTTA's masks
+    evaluated = runner.invoke(app, ["eval", str(run), "--data", MASK_DATA, "--tta"])
+    assert evaluated.exit_code == 0, evaluated.output
+    written = json.loads(next((run / "eval").glob("*.tta.json")).read_text())
+    assert written["tta"] == "flip" and "segm/AP" in written["metrics"]
+    results = _predict(run, tmp_path / "x.png", tmp_path / "p_tta", "--tta")
+    prediction = FlipTTA(model)([image])[0]
+    assert len(results) == len(prediction["boxes"]) > 0
+    for result, probabilities in zip(results, prediction["masks"][:, 0], strict=True):
+        assert torch.equal(rle_to_mask(result["segmentation"]), (probabilities > 0.5).byte())
+
 
 def test_keypoint_rcnn_trains_evaluates_and_predicts_keypoints(tmp_path):
     run = tmp_path / "pose"
@@ -121,6 +134,12 @@ def test_keypoint_rcnn_trains_evaluates_and_predicts_keypoints(tmp_path):
         prediction = model([image])[0]
     assert len(results) == len(prediction["boxes"]) > 0
     flat = prediction["keypoints"].flatten(1)  # (D, 45)
+    assert torch.allclose(torch.tensor([r["keypoints"] for r in results]), flat)
+
+    # flip test-time augmentation swaps left and right with the run's own flip pairs
+    results = _predict(run, tmp_path / "x.png", tmp_path / "p_tta", "--tta")
+    prediction = FlipTTA(model, keypoint_flip_pairs=FLIP_PAIRS)([image])[0]
+    flat = prediction["keypoints"].flatten(1)
     assert torch.allclose(torch.tensor([r["keypoints"] for r in results]), flat)
 
 

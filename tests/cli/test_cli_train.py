@@ -340,6 +340,8 @@ def test_fcn_recipe_trains_and_predicts_with_the_crf(tmp_path):
     assert 0.0 <= written["metrics"]["miou"] <= 1.0
     unknown = runner.invoke(app, ["eval", str(run), "--data", data, "--crf-set", "sxy=3"])
     assert unknown.exit_code == 2 and "'sxy' is unknown" in unknown.output
+    mirrored = runner.invoke(app, ["eval", str(run), "--data", data, "--tta"])
+    assert mirrored.exit_code == 2 and "--tta with recipe 'fcn8s'" in mirrored.output
     detector = runner.invoke(
         app, ["train", "fcn8s", "--data", str(tmp_path), "--out", str(tmp_path / "r2")]
     )

@@ -195,12 +195,25 @@ def _with_crf(model: nn.Module, recipe: Recipe, crf: dict[str, float] | None) ->
     return CRFRefiner(model, **crf).eval()
 
 
+def _with_tta(model: nn.Module, recipe: Recipe, model_config: dict, tta: bool) -> nn.Module:
+    """``model`` averaged over each image and its mirror image when ``tta`` is true."""
+    if not tta:
+        return model
+    from structvision.models.detection.tta import FlipTTA
+
+    try:
+        return FlipTTA(model, keypoint_flip_pairs=model_config.get("keypoint_flip_pairs"))
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"--tta with recipe {recipe.name!r}: {error}") from error
+
+
 def run_eval(
     run: str | Path,
     *,
     data: str,
     out: str | Path | None = None,
     crf: dict[str, float] | None = None,
+    tta: bool = False,
 ) -> dict[str, float]:
     """Evaluate the model of ``run`` on ``data``; metrics are written as JSON and returned.
 
@@ -208,24 +221,28 @@ def run_eval(
     CRF). Evaluators that can write their predictions (COCO) also write them beside it, as
     ``<name>.predictions.json`` in the COCO results format. ``crf`` (a dict of `dense_crf`
     parameters, ``{}`` for its defaults) refines semantic segmentations with the dense CRF
-    before they are scored.
+    before they are scored. ``tta`` averages an R-CNN over each image and its mirror image
+    (:class:`~structvision.models.detection.tta.FlipTTA`; ``<data>.tta.json``).
     """
     from structvision.engine import evaluate
     from structvision.engine.files import write_json_atomic
 
     recipe, model, model_config = load_trained_model(run)
+    model = _with_tta(model, recipe, model_config, tta)
     model = _with_crf(model, recipe, crf)
     dataset = build_dataset(data, split="val")
     evaluator = recipe.evaluator_for(dataset, model_config)
     metrics = evaluate(
         model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
     )
-    suffix = ".crf.json" if crf is not None else ".json"
+    suffix = (".tta" if tta else "") + (".crf" if crf is not None else "") + ".json"
     target = Path(out) if out is not None else Path(run) / "eval" / f"{_slug(data)}{suffix}"
     target.parent.mkdir(parents=True, exist_ok=True)
     record = {"data": data, "recipe": recipe.name, "metrics": metrics}
     if crf is not None:
         record["crf"] = crf
+    if tta:
+        record["tta"] = "flip"
     write_json_atomic(target, record)
     if hasattr(evaluator, "results_json"):
         evaluator.results_json(target.with_name(target.stem + ".predictions.json"))
@@ -248,6 +265,7 @@ def run_predict(
     out: str | Path,
     score_threshold: float = 0.5,
     crf: dict[str, float] | None = None,
+    tta: bool = False,
 ) -> Path:
     """Predict on image files: overlays ``OUT/<name>.png`` and ``OUT/predictions.json``.
 
@@ -256,7 +274,8 @@ def run_predict(
     instance models ``segmentation`` as compressed RLE and ``keypoints`` as flat
     ``[x, y, v, ...]``) with a ``file_name`` field naming the input image. Every image is read
     before anything is written. With ``crf`` (a dict of `dense_crf` parameters, ``{}`` for its
-    defaults) a semantic segmentation is refined by the fully connected CRF before it is drawn.
+    defaults) a semantic segmentation is refined by the fully connected CRF before it is drawn;
+    with ``tta`` an R-CNN is averaged over each image and its mirror image.
     """
     from structvision.engine.files import write_json_atomic
     from structvision.viz import save_png
@@ -267,6 +286,7 @@ def run_predict(
     loaded = [_read_image(p) for p in paths]  # fails on a bad file before writing anything
     recipe, model, model_config = load_trained_model(run)
     device = next(model.parameters()).device
+    model = _with_tta(model, recipe, model_config, tta)
     model = _with_crf(model, recipe, crf)
     to_category = {int(k): v for k, v in model_config.get("label_to_category_id", {}).items()}
     out = Path(out)

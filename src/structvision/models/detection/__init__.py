@@ -8,6 +8,7 @@
 - ``faster_rcnn``: Faster R-CNN (RPN + box head), single-level and FPN, with builders.
 - ``mask_rcnn``: Mask R-CNN (Faster R-CNN + a per-class 28 x 28 mask branch), with builders.
 - ``keypoint_rcnn``: Keypoint R-CNN (Faster R-CNN + 56 x 56 keypoint heatmaps), with builders.
+- ``tta``: horizontal-flip test-time augmentation for the three R-CNNs (``FlipTTA``).
 """
 
 from structvision.models.detection.anchors import AnchorGenerator
@@ -64,6 +65,7 @@ from structvision.models.detection.roi_heads import (
 )
 from structvision.models.detection.rpn import RegionProposalNetwork, RPNHead, rpn_loss
 from structvision.models.detection.transform import DetectionTransform
+from structvision.models.detection.tta import FlipTTA, flip_boxes
 
 __all__ = [
     "AnchorGenerator",
@@ -72,6 +74,7 @@ __all__ = [
     "FastRCNN",
     "FastRCNNPredictor",
     "FasterRCNN",
+    "FlipTTA",
     "ImageBatch",
     "KeypointBranch",
     "KeypointHead",
@@ -95,6 +98,7 @@ __all__ = [
     "faster_rcnn_small_c4",
     "faster_rcnn_small_fpn",
     "fastrcnn_loss",
+    "flip_boxes",
     "keypoint_rcnn",
     "keypoint_rcnn_loss",
     "keypoint_rcnn_resnet50_fpn",

@@ -39,8 +39,10 @@ __all__ = [
     "SingleLevelRoIPool",
     "TwoMLPHead",
     "assign_proposals_to_gt",
+    "decode_box_predictions",
     "fastrcnn_loss",
     "postprocess_box_detections",
+    "select_box_detections",
     "select_positive_samples",
 ]
 
@@ -428,6 +430,30 @@ def postprocess_box_detections(
         ``B`` dicts with ``boxes (D, 4)`` ``xyxy`` input pixels, ``labels (D,)`` int64 in
         ``1..C-1`` and ``scores (D,)``, by decreasing score.
     """
+    scores, boxes = decode_box_predictions(
+        class_logits, box_regression, proposal_boxes, image_sizes, box_coder=box_coder
+    )
+    return select_box_detections(
+        scores,
+        boxes,
+        [len(proposals) for proposals in proposal_boxes],
+        score_thresh=score_thresh,
+        nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img,
+    )
+
+
+def decode_box_predictions(
+    class_logits: Tensor,
+    box_regression: Tensor,
+    proposal_boxes: list[Tensor],
+    image_sizes: list[tuple[int, int]],
+    *,
+    box_coder: BoxCoder,
+) -> tuple[Tensor, Tensor]:
+    """``(K, C)`` softmax scores and ``(K, C, 4)`` class-specific boxes decoded from the
+    proposals and clipped to each RoI's image (the first half of
+    :func:`postprocess_box_detections`)."""
     num_rois, num_classes = class_logits.shape
     device = class_logits.device
     rois_per_image = torch.tensor([boxes.shape[0] for boxes in proposal_boxes], device=device)
@@ -438,7 +464,27 @@ def postprocess_box_detections(
     pred_boxes = box_coder.decode(box_regression, all_proposals)  # (K, C, 4)
     pred_boxes = pred_boxes.reshape(num_rois, num_classes, 4)
     pred_boxes = _clip_per_roi(pred_boxes, image_sizes, roi_image_idxs)
-    pred_scores = F.softmax(class_logits, dim=-1)  # (K, C)
+    return F.softmax(class_logits, dim=-1), pred_boxes
+
+
+def select_box_detections(
+    pred_scores: Tensor,
+    pred_boxes: Tensor,
+    rois_per_image: list[int],
+    *,
+    score_thresh: float,
+    nms_thresh: float,
+    detections_per_img: int,
+) -> list[dict[str, Tensor]]:
+    """Detections from ``(K, C)`` class scores and ``(K, C, 4)`` boxes of ``K`` RoIs, image by
+    image (``rois_per_image`` of them each): the second half of
+    :func:`postprocess_box_detections`."""
+    num_rois, num_classes = pred_scores.shape
+    device = pred_scores.device
+    roi_image_idxs = torch.repeat_interleave(
+        torch.arange(len(rois_per_image), device=device),
+        torch.tensor(rois_per_image, device=device, dtype=torch.long),
+    )  # (K,)
 
     # drop the background column; every (RoI, class) pair is a candidate, row-major
     fg_boxes = pred_boxes[:, 1:].reshape(-1, 4)  # (K * (C - 1), 4)
@@ -448,7 +494,7 @@ def postprocess_box_detections(
 
     keep = torch.where(fg_scores > score_thresh)[0]
     keep = keep[remove_small_boxes(fg_boxes[keep], MIN_DETECTION_SIZE)]
-    candidates_per_image = torch.bincount(fg_image_idxs[keep], minlength=len(proposal_boxes))
+    candidates_per_image = torch.bincount(fg_image_idxs[keep], minlength=len(rois_per_image))
     detections = []
     for image_keep in keep.split(candidates_per_image.tolist()):
         boxes, scores, labels = fg_boxes[image_keep], fg_scores[image_keep], fg_labels[image_keep]
