@@ -13,6 +13,8 @@ Prints one JSON object: the counts at several score thresholds and the recall at
 all detections, of the right class and of any class (the gap is what class confusion costs).
 
     python benchmarks/detection_errors.py runs/det_adamw8k/faster_rcnn --data shapes:num_images=500
+
+``--tta`` scores the model under flip test-time augmentation (``FlipTTA``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import torch
 
 from structvision.data.spec import build_dataset
+from structvision.models.detection.tta import FlipTTA
 from structvision.structures import box_iou
 from structvision.tasks.run import load_trained_model
 
@@ -65,9 +68,17 @@ def main() -> None:
     parser.add_argument("--data", default="shapes:num_images=500")
     parser.add_argument("--split", default="val")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    recipe, model, _ = load_trained_model(args.run)
+    recipe, model, model_config = load_trained_model(args.run)
+    if args.tta:
+        try:
+            model = FlipTTA(model, keypoint_flip_pairs=model_config.get("keypoint_flip_pairs"))
+        except (TypeError, ValueError) as error:
+            parser.error(f"--tta: {error}")
     device = next(model.parameters()).device
     dataset = build_dataset(args.data, split=args.split)
     kinds: list[tuple[float, str]] = []
@@ -96,6 +107,7 @@ def main() -> None:
         }
     result = {
         "run": args.run,
+        "tta": "flip" if args.tta else None,
         "data": f"{args.data} ({args.split} split)",
         "objects": int(sum(len(s) for s in found_same)),
         "recall50_right_class": round(float(torch.cat(found_same).float().mean()), 4),

@@ -15,7 +15,7 @@ heatmaps with their left/right channels swapped, are averaged the same way on th
 
 Works on :class:`FasterRCNN`, :class:`MaskRCNN` and :class:`KeypointRCNN` in eval mode; the
 output has the model's own contract. It costs two backbone and RPN passes and four box-head
-passes (two views of twice the proposals): 3.5x the single pass of the small conv-head Faster
+passes (two views of twice the proposals): 3.5-3.6x the single pass of the small conv-head Faster
 R-CNN on a CPU. Classifying only the image's own proposals would halve the box-head work but
 lost 0.005 box AP on ``shapes`` (0.772 against 0.777), so both views propose.
 """
