@@ -25,7 +25,7 @@ def test_flip_boxes_hand_case_and_involution():
     assert torch.equal(flip_boxes(flipped, 100.0), boxes)
 
 
-def _tta(kind: str) -> FlipTTA:
+def _tta(kind: str, merge_proposals: str = "concat") -> FlipTTA:
     torch.manual_seed(0)
     if kind == "boxes":
         model = faster_rcnn_small_fpn(num_classes=4, **SMALL)
@@ -34,18 +34,29 @@ def _tta(kind: str) -> FlipTTA:
     else:
         model = keypoint_rcnn_small_fpn(num_classes=2, num_keypoints=5, **SMALL)
     model.roi_heads.score_thresh = 0.0  # an untrained model's scores are low: keep them all
-    return FlipTTA(model, keypoint_flip_pairs=PAIRS if kind == "keypoints" else None)
+    pairs = PAIRS if kind == "keypoints" else None
+    return FlipTTA(model, keypoint_flip_pairs=pairs, merge_proposals=merge_proposals)
 
 
-@pytest.mark.parametrize("kind", ["boxes", "masks", "keypoints"])
-def test_flip_tta_of_mirrored_images_is_the_mirrored_result(kind, monkeypatch):
+@pytest.mark.parametrize(
+    ("kind", "merge"),
+    [
+        ("boxes", "concat"),
+        ("masks", "concat"),
+        ("keypoints", "concat"),
+        ("boxes", "nms"),
+        ("masks", "nms"),
+        ("keypoints", "nms"),
+    ],
+)
+def test_flip_tta_of_mirrored_images_is_the_mirrored_result(kind, merge, monkeypatch):
     # The mirrored batch's two views are the batch's two views with their roles swapped, so
     # everything the wrapper flips back (boxes, masks, heatmaps with left/right swapped) must
     # come out mirrored. Images of two sizes check that each is flipped at its own width.
     # Masks are compared in box coordinates: pasting rounds box corners, which is not mirror
     # symmetric.
     monkeypatch.setattr(tta_module, "paste_masks_in_image", lambda masks, boxes, size: masks)
-    tta = _tta(kind)
+    tta = _tta(kind, merge)
     generator = torch.Generator().manual_seed(1)
     images = [
         torch.rand(3, 90, 120, generator=generator),
@@ -84,6 +95,26 @@ def test_flip_tta_differs_from_one_view_and_keeps_the_output_contract():
     assert (averaged["boxes"][:, 2:] <= torch.tensor([80.0, 64.0])).all()
 
 
+def test_merged_proposals_are_both_views_or_their_nms_at_the_rpn_count(monkeypatch):
+    counts = {}
+    for merge in ("concat", "nms"):
+        tta = _tta("boxes", merge)
+        sizes = []
+        original = FlipTTA._classify
+
+        def spy(self, features, proposals, image_sizes, sizes=sizes, original=original):
+            sizes.append([len(p) for p in proposals])
+            return original(self, features, proposals, image_sizes)
+
+        monkeypatch.setattr(FlipTTA, "_classify", spy)
+        tta([torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(3))])
+        counts[merge] = sizes
+    limit = tta.model.rpn.post_nms_top_n["testing"]
+    assert counts["concat"][0] == counts["concat"][1]  # the same boxes, classified on both views
+    assert counts["concat"][0][0] > limit  # both views' proposals: more than one RPN keeps
+    assert 0 < counts["nms"][0][0] <= limit < counts["concat"][0][0]
+
+
 def test_flip_tta_refuses_what_it_cannot_mirror():
     with pytest.raises(TypeError, match="FasterRCNN, MaskRCNN or KeypointRCNN"):
         FlipTTA(nn.Conv2d(3, 3, 1))
@@ -93,6 +124,8 @@ def test_flip_tta_refuses_what_it_cannot_mirror():
     for pairs in ([(1, 5)], [(1, 1)], [(1, 2), (2, 3)], [(1, 2, 3)]):
         with pytest.raises(ValueError, match="keypoint_flip_pairs entry"):
             FlipTTA(keypoints, keypoint_flip_pairs=pairs)
+    with pytest.raises(ValueError, match="merge_proposals must be one of"):
+        FlipTTA(keypoints, keypoint_flip_pairs=[], merge_proposals="mean")
     tta = FlipTTA(keypoints, keypoint_flip_pairs=[])
     tta.train()
     with pytest.raises(RuntimeError, match="inference only"):

@@ -355,30 +355,9 @@ class RegionProposalNetwork(nn.Module):
             ``(proposal_boxes, losses)``: per image ``(N_i, 4)`` ``xyxy`` proposals (detached),
             and ``{"loss_objectness", "loss_rpn_box_reg"}`` in training, ``{}`` otherwise.
         """
-        feature_list = list(features.values())
-        objectness_per_level, deltas_per_level = self.head(feature_list)
-        anchors = self.anchor_generator(images, feature_list)  # B x (R, 4)
+        boxes, _, (objectness, pred_deltas, anchors) = self._propose(images, features)
         num_images = len(anchors)
-        num_anchors_per_level = [int(o[0].numel()) for o in objectness_per_level]
-        objectness, pred_deltas = flatten_rpn_outputs(objectness_per_level, deltas_per_level)
-        pred_deltas = pred_deltas.reshape(-1, 4)  # (B * R, 4)
         all_anchors = torch.cat(anchors)  # (B * R, 4)
-
-        # Proposals do not back-propagate into the deltas (Faster R-CNN's approximate joint
-        # training).
-        proposal_boxes = self.box_coder.decode(pred_deltas.detach(), all_anchors)
-        mode = "training" if self.training else "testing"
-        boxes, _ = select_proposals(
-            proposal_boxes=proposal_boxes.view(num_images, -1, 4),
-            objectness=objectness,
-            image_sizes=images.image_sizes,
-            num_anchors_per_level=num_anchors_per_level,
-            pre_nms_top_n=self.pre_nms_top_n[mode],
-            post_nms_top_n=self.post_nms_top_n[mode],
-            nms_thresh=self.nms_thresh,
-            score_thresh=self.score_thresh,
-            min_size=self.min_size,
-        )
         if not self.training:
             return boxes, {}
         if targets is None or len(targets) != num_images:
@@ -404,3 +383,41 @@ class RegionProposalNetwork(nn.Module):
             sampler=self.fg_bg_sampler,
         )
         return boxes, {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
+
+    def propose(
+        self, images: ImageBatch, features: OrderedDict[str, Tensor] | Mapping[str, Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Proposals with their objectness: per image ``(N_i, 4)`` ``xyxy`` boxes and ``(N_i,)``
+        probabilities, by decreasing probability (the boxes of :meth:`forward`)."""
+        boxes, scores, _ = self._propose(images, features)
+        return boxes, scores
+
+    def _propose(
+        self, images: ImageBatch, features: OrderedDict[str, Tensor] | Mapping[str, Tensor]
+    ) -> tuple[list[Tensor], list[Tensor], tuple[Tensor, Tensor, list[Tensor]]]:
+        """``(boxes, scores, (objectness, pred_deltas, anchors))``; the last three feed the loss."""
+        feature_list = list(features.values())
+        objectness_per_level, deltas_per_level = self.head(feature_list)
+        anchors = self.anchor_generator(images, feature_list)  # B x (R, 4)
+        num_images = len(anchors)
+        num_anchors_per_level = [int(o[0].numel()) for o in objectness_per_level]
+        objectness, pred_deltas = flatten_rpn_outputs(objectness_per_level, deltas_per_level)
+        pred_deltas = pred_deltas.reshape(-1, 4)  # (B * R, 4)
+        all_anchors = torch.cat(anchors)  # (B * R, 4)
+
+        # Proposals do not back-propagate into the deltas (Faster R-CNN's approximate joint
+        # training).
+        proposal_boxes = self.box_coder.decode(pred_deltas.detach(), all_anchors)
+        mode = "training" if self.training else "testing"
+        boxes, scores = select_proposals(
+            proposal_boxes=proposal_boxes.view(num_images, -1, 4),
+            objectness=objectness,
+            image_sizes=images.image_sizes,
+            num_anchors_per_level=num_anchors_per_level,
+            pre_nms_top_n=self.pre_nms_top_n[mode],
+            post_nms_top_n=self.post_nms_top_n[mode],
+            nms_thresh=self.nms_thresh,
+            score_thresh=self.score_thresh,
+            min_size=self.min_size,
+        )
+        return boxes, scores, (objectness, pred_deltas, anchors)

@@ -1,23 +1,23 @@
 """Horizontal-flip test-time augmentation for the R-CNN detectors.
 
 The image and its mirror image go through the backbone and the RPN separately. Their
-proposals (the mirrored ones flipped back) are pooled together, and every proposal is then
-classified twice: on the image's features and, flipped, on the mirror image's. The two softmax
-score vectors and the two sets of decoded class boxes are averaged per proposal *before* the
-per-class NMS, so that a proposal's class is decided by both views (as in MMDetection's
-two-stage ``aug_test``; Detectron2's ``GeneralizedRCNNWithTTA`` instead merges finished
-detections, which keeps a wrong-class detection that either view makes). Masks, and keypoint
-heatmaps with their left/right channels swapped, are averaged the same way on the merged boxes.
+proposals (the mirrored ones flipped back) are pooled and thinned by NMS, and every remaining
+proposal is classified twice: on the image's features and, flipped, on the mirror image's. The
+two softmax score vectors and the two sets of decoded class boxes are averaged per proposal
+*before* the per-class NMS, so that a proposal's class is decided by both views (as in
+MMDetection's two-stage ``aug_test``; Detectron2's ``GeneralizedRCNNWithTTA`` instead merges
+finished detections, which keeps a wrong-class detection that either view makes). Masks, and
+keypoint heatmaps with their left/right channels swapped, are averaged the same way on the
+merged boxes.
 
-    images ----> backbone -> RPN -> proposals ----------+--> box head(features, P)     --+
-    mirrored --> backbone -> RPN -> proposals, flipped -+--> box head(features', P')  --+-> mean
-                                                                                          -> NMS
+    image -----> backbone -> RPN -> proposals ----------+-> NMS = P -> box head(features, P)   -+
+    mirrored --> backbone -> RPN -> proposals, flipped -+             box head(features', P') -+
+                                                                      -> mean -> per-class NMS
 
 Works on :class:`FasterRCNN`, :class:`MaskRCNN` and :class:`KeypointRCNN` in eval mode; the
-output has the model's own contract. It costs two backbone and RPN passes and four box-head
-passes (two views of twice the proposals): 3.5-3.6x the single pass of the small conv-head Faster
-R-CNN on a CPU. Classifying only the image's own proposals would halve the box-head work but
-lost 0.005 box AP on ``shapes`` (0.772 against 0.777), so both views propose.
+output has the model's own contract. It costs two passes of everything: 2.0x the single pass
+of the small conv-head Faster R-CNN on a CPU (3.9x with ``merge_proposals="concat"``, which
+classifies both views' proposals unthinned; ``benchmarks/bench_tta.py``).
 """
 
 from __future__ import annotations
@@ -32,9 +32,13 @@ from structvision.models.detection.faster_rcnn import FasterRCNN, check_detectio
 from structvision.models.detection.keypoint_rcnn import KeypointRCNN, heatmaps_to_keypoints
 from structvision.models.detection.mask_rcnn import MaskRCNN, select_class_masks
 from structvision.models.detection.roi_heads import decode_box_predictions, select_box_detections
+from structvision.ops import nms
 from structvision.structures import paste_masks_in_image
 
-__all__ = ["FlipTTA", "flip_boxes"]
+__all__ = ["MERGE_PROPOSALS", "FlipTTA", "flip_boxes"]
+
+#: Ways `FlipTTA` merges the proposals of the image and its mirror image.
+MERGE_PROPOSALS = ("concat", "nms")
 
 
 def flip_boxes(boxes: Tensor, width: float) -> Tensor:
@@ -53,12 +57,25 @@ class FlipTTA(nn.Module):
             pairs that trade places in a mirror image (e.g. the shoulders); required there,
             since a mirrored left wrist looks like a right wrist. ``()`` when no keypoint has a
             mirror partner.
+        merge_proposals: how the two views' proposals become one set: ``"nms"`` (default)
+            suppresses their union at the RPN's NMS threshold by objectness and keeps the RPN's
+            own count; ``"concat"`` keeps all of them, so the box head classifies twice as many
+            on each view (about twice the cost, +0.001 AP on ``shapes``; BENCHMARKS.md).
     """
 
     def __init__(
-        self, model: nn.Module, *, keypoint_flip_pairs: Sequence[Sequence[int]] | None = None
+        self,
+        model: nn.Module,
+        *,
+        keypoint_flip_pairs: Sequence[Sequence[int]] | None = None,
+        merge_proposals: str = "nms",
     ) -> None:
         super().__init__()
+        if merge_proposals not in MERGE_PROPOSALS:
+            raise ValueError(
+                f"merge_proposals must be one of {MERGE_PROPOSALS}, got {merge_proposals!r}"
+            )
+        self.merge_proposals = merge_proposals
         if not isinstance(model, (FasterRCNN, MaskRCNN, KeypointRCNN)):
             raise TypeError(
                 "flip test-time augmentation needs a FasterRCNN, MaskRCNN or KeypointRCNN, got "
@@ -94,20 +111,22 @@ class FlipTTA(nn.Module):
         widths = [float(width) for _, width in sizes]
         features = _features(model, batch.tensors)
         features_mirrored = _features(model, mirrored.tensors)
-        proposals, _ = model.rpn(batch, features)
-        proposals_mirrored, _ = model.rpn(mirrored, features_mirrored)
+        proposals, scores = model.rpn.propose(batch, features)
+        proposals_m, scores_m = model.rpn.propose(mirrored, features_mirrored)
         proposals = [
-            torch.cat((own, flip_boxes(other, width)))
-            for own, other, width in zip(proposals, proposals_mirrored, widths, strict=True)
+            self._merge_proposals(own, own_scores, flip_boxes(other, width), other_scores)
+            for own, own_scores, other, other_scores, width in zip(
+                proposals, scores, proposals_m, scores_m, widths, strict=True
+            )
         ]
 
         roi_heads = model.roi_heads
         scores, boxes = self._classify(features, proposals, sizes)
         scores_m, boxes_m = self._classify(features_mirrored, _flip_each(proposals, widths), sizes)
         roi_widths = torch.cat(
-            [boxes.new_full((len(p), 1, 1), w) for p, w in zip(proposals, widths, strict=True)]
-        )  # (K, 1, 1)
-        boxes_m = flip_boxes(boxes_m, roi_widths[..., 0])  # (K, C, 4)
+            [boxes.new_full((len(p), 1), w) for p, w in zip(proposals, widths, strict=True)]
+        )  # (K, 1): each RoI's image width
+        boxes_m = flip_boxes(boxes_m, roi_widths)  # (K, C, 4)
         detections = select_box_detections(
             (scores + scores_m) / 2,
             (boxes + boxes_m) / 2,
@@ -128,6 +147,17 @@ class FlipTTA(nn.Module):
                     detection["masks"][:, 0], detection["boxes"], size
                 )[:, None]
         return detections
+
+    def _merge_proposals(
+        self, own: Tensor, own_scores: Tensor, other: Tensor, other_scores: Tensor
+    ) -> Tensor:
+        """One image's proposals from both views (``other`` already flipped back)."""
+        boxes = torch.cat((own, other))
+        if self.merge_proposals == "concat":
+            return boxes
+        rpn = self.model.rpn
+        keep = nms(boxes, torch.cat((own_scores, other_scores)), rpn.nms_thresh)
+        return boxes[keep[: rpn.post_nms_top_n["testing"]]]
 
     def _classify(
         self, features: dict[str, Tensor], proposals: list[Tensor], sizes: list[tuple[int, int]]
