@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
 
-import structvision.models.detection.tta as tta_module
 from structvision.models.detection import (
     faster_rcnn_small_fpn,
     keypoint_rcnn_small_fpn,
@@ -14,6 +15,8 @@ from structvision.models.detection import (
 )
 from structvision.models.detection.tta import FlipTTA, flip_boxes
 
+# the module, not the `mask_rcnn` builder that the package exports under the same name
+mask_rcnn_module = importlib.import_module("structvision.models.detection.mask_rcnn")
 SMALL = {"width": 8, "fpn_channels": 16}
 PAIRS = [(1, 2), (3, 4)]  # keypoints 1 <-> 2 and 3 <-> 4 trade places in a mirror image
 
@@ -55,7 +58,7 @@ def test_flip_tta_of_mirrored_images_is_the_mirrored_result(kind, merge, monkeyp
     # come out mirrored. Images of two sizes check that each is flipped at its own width.
     # Masks are compared in box coordinates: pasting rounds box corners, which is not mirror
     # symmetric.
-    monkeypatch.setattr(tta_module, "paste_masks_in_image", lambda masks, boxes, size: masks)
+    monkeypatch.setattr(mask_rcnn_module, "paste_masks_in_image", lambda masks, boxes, size: masks)
     tta = _tta(kind, merge)
     generator = torch.Generator().manual_seed(1)
     images = [

@@ -295,13 +295,21 @@ class KeypointRCNN(nn.Module):
         """Add ``keypoints (D_i, K, 3)`` and ``keypoints_scores (D_i, K)`` in input pixels."""
         rois = self.keypoint_branch.rois([detection["boxes"] for detection in detections])
         keypoint_logits = self.keypoint_branch(features, rois, image_sizes)  # (D, K, S, S)
-        results = []
-        for detection, image_rois, image_logits in zip(
-            detections, rois, keypoint_logits.split([len(r) for r in rois]), strict=True
-        ):
-            keypoints, scores = heatmaps_to_keypoints(image_logits, image_rois)
-            results.append({**detection, "keypoints": keypoints, "keypoints_scores": scores})
-        return results
+        return add_decoded_keypoints(detections, rois, keypoint_logits)
+
+
+def add_decoded_keypoints(
+    detections: list[dict[str, Tensor]], rois: list[Tensor], keypoint_logits: Tensor
+) -> list[dict[str, Tensor]]:
+    """``detections`` with ``keypoints (D_i, K, 3)`` and ``keypoints_scores (D_i, K)`` decoded
+    from ``(D, K, S, S)`` heatmap logits over each image's ``rois`` (image by image)."""
+    results = []
+    for detection, image_rois, image_logits in zip(
+        detections, rois, keypoint_logits.split([len(r) for r in rois]), strict=True
+    ):
+        keypoints, scores = heatmaps_to_keypoints(image_logits, image_rois)
+        results.append({**detection, "keypoints": keypoints, "keypoints_scores": scores})
+    return results
 
 
 def _check_keypoint_targets(targets: list[dict[str, Tensor]] | None) -> None:

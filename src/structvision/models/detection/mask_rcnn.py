@@ -304,12 +304,7 @@ class MaskRCNN(nn.Module):
         detections, _ = self.roi_heads(features, proposals, batch.image_sizes)
         detections = self._predict_masks(features, batch.image_sizes, detections)
         detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
-        for detection, size in zip(detections, original_sizes, strict=True):
-            # (D, 1, M, M) box-relative probabilities -> (D, 1, H, W) in the input image
-            detection["masks"] = paste_masks_in_image(
-                detection["masks"][:, 0], detection["boxes"], size
-            )[:, None]
-        return detections
+        return paste_detection_masks(detections, original_sizes)
 
     def _mask_loss(
         self,
@@ -350,6 +345,18 @@ class MaskRCNN(nn.Module):
             {**detection, "masks": masks}
             for detection, masks in zip(detections, per_image, strict=True)
         ]
+
+
+def paste_detection_masks(
+    detections: list[dict[str, Tensor]], image_sizes: list[tuple[int, int]]
+) -> list[dict[str, Tensor]]:
+    """Paste each detection's ``(D, 1, M, M)`` box-relative mask probabilities into its image:
+    ``masks (D, 1, H, W)`` at the (input-image) ``boxes``, in place, per image."""
+    for detection, size in zip(detections, image_sizes, strict=True):
+        detection["masks"] = paste_masks_in_image(
+            detection["masks"][:, 0], detection["boxes"], size
+        )[:, None]
+    return detections
 
 
 def _check_mask_targets(images: list[Tensor], targets: list[dict[str, Tensor]] | None) -> None:

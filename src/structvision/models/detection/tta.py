@@ -29,11 +29,14 @@ import torch
 from torch import Tensor, nn
 
 from structvision.models.detection.faster_rcnn import FasterRCNN, check_detection_inputs
-from structvision.models.detection.keypoint_rcnn import KeypointRCNN, heatmaps_to_keypoints
-from structvision.models.detection.mask_rcnn import MaskRCNN, select_class_masks
+from structvision.models.detection.keypoint_rcnn import KeypointRCNN, add_decoded_keypoints
+from structvision.models.detection.mask_rcnn import (
+    MaskRCNN,
+    paste_detection_masks,
+    select_class_masks,
+)
 from structvision.models.detection.roi_heads import decode_box_predictions, select_box_detections
 from structvision.ops import nms
-from structvision.structures import paste_masks_in_image
 
 __all__ = ["MERGE_PROPOSALS", "FlipTTA", "flip_boxes"]
 
@@ -142,10 +145,7 @@ class FlipTTA(nn.Module):
             detections = self._add_keypoints(features, features_mirrored, sizes, widths, detections)
         detections = model.transform.postprocess(detections, sizes, original_sizes)
         if isinstance(model, MaskRCNN):
-            for detection, size in zip(detections, original_sizes, strict=True):
-                detection["masks"] = paste_masks_in_image(
-                    detection["masks"][:, 0], detection["boxes"], size
-                )[:, None]
+            detections = paste_detection_masks(detections, original_sizes)
         return detections
 
     def _merge_proposals(
@@ -205,13 +205,7 @@ class FlipTTA(nn.Module):
         logits_mirrored = branch(features_mirrored, _flip_each(rois, widths), sizes)
         order = self.keypoint_order.to(logits.device)
         logits = (logits + logits_mirrored.flip(-1)[:, order]) / 2
-        results = []
-        for detection, image_rois, image_logits in zip(
-            detections, rois, logits.split([len(r) for r in rois]), strict=True
-        ):
-            keypoints, scores = heatmaps_to_keypoints(image_logits, image_rois)
-            results.append({**detection, "keypoints": keypoints, "keypoints_scores": scores})
-        return results
+        return add_decoded_keypoints(detections, rois, logits)
 
 
 def _features(model: nn.Module, tensors: Tensor) -> dict[str, Tensor]:
