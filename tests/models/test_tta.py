@@ -125,7 +125,7 @@ def test_flip_tta_refuses_what_it_cannot_mirror():
     with pytest.raises(ValueError, match="keypoint_flip_pairs is required"):
         FlipTTA(keypoints)
     for pairs in ([(1, 5)], [(1, 1)], [(1, 2), (2, 3)], [(1, 2, 3)]):
-        with pytest.raises(ValueError, match="keypoint_flip_pairs entry"):
+        with pytest.raises(ValueError, match="keypoint flip pair"):
             FlipTTA(keypoints, keypoint_flip_pairs=pairs)
     with pytest.raises(ValueError, match="merge_proposals must be one of"):
         FlipTTA(keypoints, keypoint_flip_pairs=[], merge_proposals="mean")

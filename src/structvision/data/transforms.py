@@ -17,6 +17,7 @@ augmentation reproducible (per DataLoader worker, torch seeds each worker's gene
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "detection_train_transforms",
     "from_tv",
     "hflip_keypoints",
+    "keypoint_flip_order",
     "sanitize_instances",
     "to_tv",
 ]
@@ -156,11 +158,36 @@ def hflip_keypoints(
     invisible = keypoints[..., 2] == 0  # (N, K)
     flipped[invisible] = keypoints[invisible]
     if flip_pairs:
-        order = list(range(keypoints.shape[1]))
-        for i, j in flip_pairs:
-            order[i], order[j] = j, i
-        flipped = flipped[:, order]
+        flipped = flipped[:, keypoint_flip_order(flip_pairs, keypoints.shape[1])]
     return flipped
+
+
+def keypoint_flip_order(flip_pairs: Sequence[Sequence[int]], num_keypoints: int) -> list[int]:
+    """The keypoint order of a mirror image: ``mirrored[:, order]`` puts each keypoint back at
+    its own index, ``flip_pairs`` (e.g. ``(left_eye, right_eye)``) trading places.
+
+    Raises ``ValueError`` naming a pair that is not two different indices in
+    ``[0, num_keypoints)`` or that shares an index with another pair.
+    """
+    order = list(range(num_keypoints))
+    seen: set[int] = set()
+    for pair in flip_pairs:
+        try:
+            left, right = (operator.index(index) for index in pair)
+        except (TypeError, ValueError):
+            left = right = -1
+        if (
+            not (0 <= left < num_keypoints and 0 <= right < num_keypoints)
+            or left == right
+            or ({left, right} & seen)
+        ):
+            raise ValueError(
+                f"keypoint flip pair {pair!r} must be two different keypoint indices in "
+                f"[0, {num_keypoints}) that no other pair names"
+            )
+        seen.update((left, right))
+        order[left], order[right] = right, left
+    return order
 
 
 class RandomHorizontalFlip:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from structvision.data.transforms import keypoint_flip_order
 from structvision.models.detection.faster_rcnn import FasterRCNN, check_detection_inputs
 from structvision.models.detection.keypoint_rcnn import KeypointRCNN, add_decoded_keypoints
 from structvision.models.detection.mask_rcnn import (
@@ -93,7 +94,8 @@ class FlipTTA(nn.Module):
                     "left and right keypoints"
                 )
             num_keypoints = model.keypoint_branch.predictor.kps_score_lowres.out_channels
-            self.keypoint_order = _flip_permutation(keypoint_flip_pairs, num_keypoints)
+            order = keypoint_flip_order(keypoint_flip_pairs, num_keypoints)
+            self.keypoint_order = torch.tensor(order, dtype=torch.long)
         self.eval()
 
     @torch.no_grad()
@@ -215,22 +217,3 @@ def _features(model: nn.Module, tensors: Tensor) -> dict[str, Tensor]:
 
 def _flip_each(boxes: list[Tensor], widths: list[float]) -> list[Tensor]:
     return [flip_boxes(b, width) for b, width in zip(boxes, widths, strict=True)]
-
-
-def _flip_permutation(pairs: Sequence[Sequence[int]], num_keypoints: int) -> Tensor:
-    """Index ``order`` with ``mirrored[:, order]`` giving the keypoints in the image's order."""
-    order = list(range(num_keypoints))
-    seen: set[int] = set()
-    for pair in pairs:
-        valid = len(pair) == 2 and all(
-            isinstance(index, int) and 0 <= index < num_keypoints for index in pair
-        )
-        if not valid or pair[0] == pair[1] or seen & set(pair):
-            raise ValueError(
-                f"keypoint_flip_pairs entry {tuple(pair)!r} must be two different keypoint "
-                f"indices in [0, {num_keypoints}) that no other pair names"
-            )
-        seen.update(pair)
-        left, right = pair
-        order[left], order[right] = right, left
-    return torch.tensor(order, dtype=torch.long)
