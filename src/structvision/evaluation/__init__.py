@@ -6,7 +6,15 @@ and concatenate, and ``compute() -> dict[str, float]`` with flat keys such as ``
 """
 
 from structvision.evaluation.coco import COCOEvaluator
+from structvision.evaluation.depth import DepthEvaluator, depth_errors
 from structvision.evaluation.segmentation import SegmentationEvaluator
 from structvision.evaluation.voc import VOCEvaluator, voc_ap
 
-__all__ = ["COCOEvaluator", "SegmentationEvaluator", "VOCEvaluator", "voc_ap"]
+__all__ = [
+    "COCOEvaluator",
+    "DepthEvaluator",
+    "SegmentationEvaluator",
+    "VOCEvaluator",
+    "depth_errors",
+    "voc_ap",
+]

@@ -1,0 +1,35 @@
+"""Procedural 3D worlds rendered by an exact torch ray caster (depth, stereo, flow, normals).
+
+:mod:`~structvision.data.synthetic.world.scene` samples scenes and rigid motion;
+:mod:`~structvision.data.synthetic.world.raycast` renders every layer of a view exactly.
+"""
+
+from structvision.data.synthetic.world.raycast import RenderLayers, project, render
+from structvision.data.synthetic.world.scene import (
+    CLASS_NAMES,
+    Camera,
+    Motion,
+    WorldConfig,
+    WorldScene,
+    camera_at,
+    sample_motion,
+    sample_world_scene,
+    scene_at,
+    world_rng,
+)
+
+__all__ = [
+    "CLASS_NAMES",
+    "Camera",
+    "Motion",
+    "RenderLayers",
+    "WorldConfig",
+    "WorldScene",
+    "camera_at",
+    "project",
+    "render",
+    "sample_motion",
+    "sample_world_scene",
+    "scene_at",
+    "world_rng",
+]
