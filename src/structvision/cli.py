@@ -183,22 +183,68 @@ def _parse_sets(values: list[str]) -> dict[str, str]:
 @app.command()
 def train(
     recipe: Annotated[str, typer.Argument(help="Recipe name (see 'structvision recipes').")],
-    data: Annotated[str, typer.Option("--data", help="Training data SPEC: 'shapes' or a path.")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
-    val_data: Annotated[
-        str | None, typer.Option("--val-data", help="Validation data SPEC (default: derived).")
+    out: Annotated[
+        Path, typer.Option("--out", help="Run folder to create (or, with --resume, to continue).")
+    ],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Training data SPEC: a generator ('shapes', 'shapes:image_size=96') or a path "
+            "to COCO/VOC data. Required for a new run; a resumed run reuses its own.",
+        ),
     ] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1)] = None,
-    devices: Annotated[int | None, typer.Option("--devices", min=1)] = None,
-    num_nodes: Annotated[int | None, typer.Option("--num-nodes", min=1)] = None,
+    val_data: Annotated[
+        str | None,
+        typer.Option(
+            "--val-data", help="Validation data SPEC (default: the 'val' split of --data)."
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--max-steps", min=1, help="Optimizer steps to train for (default: the recipe's)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            min=0,
+            help="Seeds the initial weights, data order and augmentation; the same command "
+            "gives the same weights (default: 0; a resumed run keeps its own).",
+        ),
+    ] = None,
+    devices: Annotated[
+        int | None,
+        typer.Option("--devices", min=1, help="Processes (devices) per machine (default: 1)."),
+    ] = None,
+    num_nodes: Annotated[
+        int | None, typer.Option("--num-nodes", min=1, help="Machines (default: 1).")
+    ] = None,
     sets: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a setting: lr=0.01, model.num_classes=7, ..."),
+        typer.Option(
+            "--set",
+            help="Change a setting: lr=0.01, optimizer=adamw, model.width=32, ... "
+            "('structvision recipes RECIPE' lists them with their defaults).",
+        ),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out with its saved settings; only max_steps, the "
+            "intervals and devices may change.",
+        ),
+    ] = False,
 ) -> None:
-    """Train a recipe; writes config, metrics, checkpoints, predictions and report.html."""
+    """Train a recipe; writes config, metrics, checkpoints, predictions and report.html.
+
+    Ctrl-C or SIGTERM: the step ends, a checkpoint is written, the resume command printed.
+    """
     from structvision import tasks
+    from structvision.engine import TrainingInterrupted
 
     try:
         metrics = tasks.run_train(
@@ -209,11 +255,23 @@ def train(
             max_steps=max_steps,
             devices=devices,
             num_nodes=num_nodes,
+            seed=seed,
             overrides=_parse_sets(sets or []),
             resume=resume,
         )
+    except TrainingInterrupted as stopped:
+        if tasks.is_rank_zero():
+            err_console.print(
+                f"stopped after step {stopped.step}; checkpoint {stopped.checkpoint}\n"
+                f"resume with: structvision train {recipe} --out {out} --resume",
+                highlight=False,
+                soft_wrap=True,
+            )
+        raise typer.Exit(code=stopped.exit_code) from None
     except (tasks.RecipeError, ValueError, FileNotFoundError, FileExistsError) as error:
         _fail(str(error))
+    if not tasks.is_rank_zero():
+        return
     if metrics:
         print_metrics(f"{recipe}: final evaluation", metrics)
     console.print(f"run written to {out}")
@@ -313,18 +371,41 @@ def predict(
 
 
 @app.command()
-def recipes() -> None:
-    """List the trainable recipes."""
+def recipes(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="A recipe to describe: its model options and training settings."),
+    ] = None,
+) -> None:
+    """List the trainable recipes, or one recipe's settings with their defaults and meaning."""
     from structvision import tasks
+    from structvision.engine.config import describe_settings
 
     if not tasks.RECIPES:
         console.print(tasks.no_recipes_message())
         return
-    table = Table(title="recipes", header_style="bold")
-    table.add_column("name")
-    table.add_column("what it trains")
-    for name, recipe in sorted(tasks.RECIPES.items()):
-        table.add_row(name, recipe.summary)
+    if name is None:
+        table = Table(title="recipes", header_style="bold")
+        table.add_column("name")
+        table.add_column("what it trains")
+        for recipe_name, recipe in sorted(tasks.RECIPES.items()):
+            table.add_row(recipe_name, recipe.summary)
+        console.print(table)
+        console.print("'structvision recipes NAME' lists a recipe's settings.")
+        return
+    try:
+        recipe = tasks.get_recipe(name)
+    except tasks.RecipeError as error:
+        _fail(str(error))
+    console.print(f"[bold]{recipe.name}[/]: {recipe.summary}", highlight=False)
+    options = ", ".join(f"model.{option}" for option in recipe.model_options) or "none"
+    console.print(f"model options (--set model.NAME=VALUE): {options}", highlight=False)
+    table = Table(title="training settings (--set NAME=VALUE)", header_style="bold")
+    table.add_column("setting")
+    table.add_column("default", justify="right")
+    table.add_column("meaning")
+    for setting, (default, meaning) in describe_settings(recipe.train_defaults).items():
+        table.add_row(setting, repr(default), meaning.replace("``", ""))
     console.print(table)
 
 

@@ -1,5 +1,7 @@
 import copy
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +16,11 @@ from structvision.engine import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from structvision.engine.checkpoint import load_state_dict_file, save_state_dict
+from structvision.engine.checkpoint import (
+    is_complete_checkpoint,
+    load_state_dict_file,
+    save_state_dict,
+)
 
 
 def _trainer_state(model, step):
@@ -114,7 +120,13 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
         load_checkpoint(folder)
     folder = _save(tmp_path / "checkpoints", ToyNet(), step=2)
     torch.save({"step": 2, "evil": nn.Linear(1, 1)}, folder / "trainer.pt")  # needs full pickle
-    with pytest.raises(CheckpointError, match=r"trainer\.pt.*cannot be loaded safely"):
+    with pytest.raises(
+        CheckpointError, match=r"trainer\.pt is refused .*Linear.*save_file"
+    ) as refused:
+        load_checkpoint(folder)
+    assert "weights_only=False" not in str(refused.value)  # never advise the unsafe load
+    (folder / "trainer.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"trainer\.pt is not a readable torch.save file"):
         load_checkpoint(folder)
     (folder / "trainer.pt").unlink()
     with pytest.raises(FileNotFoundError, match=r"trainer\.pt"):
@@ -156,3 +168,30 @@ def test_pruning_keeps_newest_and_resaving_replaces(tmp_path):
     assert torch.equal(state_dict["head.bias"], torch.full((4,), 3.0))
     assert json.loads((checkpoints_dir / "step_000004" / "config.json").read_text())["step"] == 4
     assert not [p for p in checkpoints_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_pruning_sets_folders_aside_before_deleting(tmp_path, monkeypatch):
+    checkpoints_dir = tmp_path / "checkpoints"
+    model = ToyNet()
+    for step in (1, 2):
+        _save(checkpoints_dir, model, step=step)
+
+    def killed(path, *args, **kwargs):  # the process dies inside the deletion
+        (Path(path) / "model.safetensors").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _save(checkpoints_dir, model, step=3, keep=1)
+    monkeypatch.undo()
+    visible = sorted(p.name for p in checkpoints_dir.iterdir() if not p.name.startswith("."))
+    assert visible == ["LATEST", "step_000002", "step_000003"]  # no half-deleted step folder
+    assert all(is_complete_checkpoint(checkpoints_dir / name) for name in visible[1:])
+    _save(checkpoints_dir, model, step=4, keep=1)  # the next save clears what was set aside
+    assert sorted(p.name for p in checkpoints_dir.iterdir()) == ["LATEST", "step_000004"]
+
+
+def test_model_file_gets_the_same_permissions_as_the_others(tmp_path):
+    folder = _save(tmp_path / "checkpoints", ToyNet(), step=1)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"] == modes["trainer.pt"]

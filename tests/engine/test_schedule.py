@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from structvision.engine import TrainConfig, lr_factor
-from structvision.engine.schedule import build_lr_scheduler
+from structvision.engine.schedule import build_lr_scheduler, effective_warmup_steps
 
 
 def test_linear_warmup_then_step_decay():
@@ -60,3 +60,19 @@ def test_scheduler_sets_optimizer_lr_per_step():
         optimizer.step()
         scheduler.step()
     assert seen == pytest.approx([0.1, 0.15, 0.2, 0.02, 0.02])
+
+
+def test_warmup_is_bounded_by_a_quarter_of_the_run():
+    # Before: warmup_steps=200 with max_steps=8 kept the whole run in warm-up.
+    config = TrainConfig(max_steps=8, lr=0.2, warmup_steps=200, warmup_factor=0.0)
+    param = torch.nn.Parameter(torch.zeros(()))
+    optimizer = torch.optim.SGD([param], lr=config.lr)
+    scheduler = build_lr_scheduler(optimizer=optimizer, config=config)
+    seen = []
+    for _ in range(4):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([0.0, 0.1, 0.2, 0.2])  # warm-up of 8 // 4 = 2 steps
+    long_run = TrainConfig(max_steps=3000, warmup_steps=200)
+    assert effective_warmup_steps(long_run) == 200

@@ -217,3 +217,46 @@ def test_evaluate_feeds_every_image_and_restores_mode():
         predicted = [int(model([dataset[i][0]])[0]["labels"][0]) for i in range(7)]
     expected = sum(p == dataset[i][1]["labels"].item() for i, p in enumerate(predicted)) / 7
     assert metrics == {"accuracy": expected, "num_images": 7.0, "num_unique_images": 7.0}
+
+
+def test_longer_resume_follows_the_new_schedule_from_its_first_step(tmp_path):
+    # Before the fix, step 5 of the resumed run used the old schedule's final lr (0 for a
+    # cosine ending at step 4) and only step 6 followed the new one.
+    config = _config(max_steps=4, schedule="cosine", lr=0.1)
+    _fit(ToyNet(), tmp_path, config)
+    _fit(ToyNet(), tmp_path, config.replace(max_steps=8), resume=True)
+    lrs = {r["step"]: r["lr"] for r in _train_lines(tmp_path)}
+    for step in (5, 6, 7, 8):
+        expected = 0.1 * lr_factor(step - 1, schedule="cosine", max_steps=8)
+        assert lrs[step] == pytest.approx(expected), step
+    assert lrs[5] > 0.01
+
+
+def test_refused_resume_leaves_the_run_config_byte_for_byte(tmp_path):
+    _fit(ToyNet(), tmp_path, _config(max_steps=4))
+    before = (tmp_path / "config.json").read_bytes()
+    with pytest.raises(ValueError, match="raise max_steps"):
+        _fit(ToyNet(), tmp_path, _config(max_steps=2), resume=True)
+    assert (tmp_path / "config.json").read_bytes() == before
+
+
+def test_resume_starts_from_the_newest_complete_checkpoint_whatever_latest_says(tmp_path):
+    _fit(ToyNet(), tmp_path, _config(max_steps=4, checkpoint_every=2, keep_checkpoints=0))
+    # a kill between renaming step_000004 into place and updating LATEST
+    (tmp_path / "checkpoints" / "LATEST").write_text("step_000002\n")
+    model = ToyNet()
+    _fit(model, tmp_path, _config(max_steps=4, checkpoint_every=2), resume=True)
+    assert states_equal(
+        clone_state(model), load_checkpoint(tmp_path / "checkpoints/step_000004")[0]
+    )
+    assert len(_train_lines(tmp_path)) == 4  # nothing retrained
+
+
+def test_fit_records_resume_changes_in_the_run_config(tmp_path):
+    _fit(ToyNet(), tmp_path, _config(max_steps=2))
+    _fit(ToyNet(), tmp_path, _config(max_steps=3, log_every=2), resume=True)
+    record = json.loads((tmp_path / "config.json").read_text())
+    assert record["train"]["max_steps"] == 3
+    assert record["history"] == [
+        {"resumed_at_step": 2, "changed": {"max_steps": [2, 3], "log_every": [1, 2]}}
+    ]

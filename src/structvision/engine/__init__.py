@@ -18,6 +18,7 @@ from structvision.engine.config import TrainConfig
 from structvision.engine.evaluate import Evaluator, evaluate
 from structvision.engine.metrics_log import read_metrics_log
 from structvision.engine.schedule import lr_factor
+from structvision.engine.signals import TrainingInterrupted
 from structvision.engine.trainer import TrainingDiverged, fit
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Evaluator",
     "TrainConfig",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "evaluate",
     "find_latest_checkpoint",
     "fit",

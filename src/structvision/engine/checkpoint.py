@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from structvision.engine.files import write_json_atomic, write_text_atomic
+from structvision.safeload import load_tensors_file
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -164,17 +165,14 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike) -> None:
 def find_latest_checkpoint(checkpoints_dir: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint in ``checkpoints_dir``, or ``None``.
 
-    ``LATEST`` decides when it names a complete checkpoint; otherwise the highest complete
-    ``step_*`` folder. Temporary folders of interrupted saves are never returned.
+    The complete ``step_*`` folder with the highest step, whatever ``LATEST`` says: a run killed
+    between renaming a new checkpoint into place and updating ``LATEST`` still resumes from the
+    new one. ``LATEST`` is kept for people and other tools. Temporary folders of interrupted
+    saves and folders set aside for deletion are never returned.
     """
     checkpoints_dir = Path(checkpoints_dir)
     if not checkpoints_dir.is_dir():
         return None
-    latest_file = checkpoints_dir / LATEST_FILE
-    if latest_file.is_file():
-        candidate = checkpoints_dir / latest_file.read_text(encoding="utf-8").strip()
-        if is_complete_checkpoint(candidate):
-            return candidate
     complete = [p for p in checkpoints_dir.iterdir() if p.is_dir() and is_complete_checkpoint(p)]
     return max(complete, key=checkpoint_step) if complete else None
 
@@ -212,7 +210,9 @@ def remove_temporary_folders(checkpoints_dir: str | os.PathLike) -> list[Path]:
 def prune_checkpoints(checkpoints_dir: str | os.PathLike, *, keep: int) -> list[Path]:
     """Delete all but the ``keep`` newest ``step_*`` folders (``keep=0`` keeps all).
 
-    The checkpoint named by ``LATEST`` is never deleted. Returns the deleted folders.
+    The newest complete checkpoint is never deleted. Each doomed folder is first renamed aside
+    (a hidden ``.old-`` name that is never read) and only then deleted, so a run killed while
+    pruning never leaves a half-deleted ``step_*`` folder. Returns the deleted folders.
     """
     if keep <= 0:
         return []
@@ -224,7 +224,9 @@ def prune_checkpoints(checkpoints_dir: str | os.PathLike, *, keep: int) -> list[
     )
     doomed = [p for p in folders[: max(len(folders) - keep, 0)] if p != latest]
     for folder in doomed:
-        shutil.rmtree(folder)
+        aside = folder.with_name(f".old-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.replace(folder, aside)
+        shutil.rmtree(aside)
     return doomed
 
 
@@ -276,11 +278,20 @@ def save_checkpoint(
     save_state_dict(state_dict, tmp_dir / MODEL_FILE)
     (tmp_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
     torch.save(trainer_state, tmp_dir / TRAINER_FILE)
+    for path in tmp_dir.iterdir():  # safetensors writes 0600; match the run's other files
+        os.chmod(path, default_file_mode())
     _fsync_folder_files(tmp_dir)
     _replace_folder(tmp_dir, final_dir)
     write_text_atomic(checkpoints_dir / LATEST_FILE, name + "\n")
     prune_checkpoints(checkpoints_dir, keep=keep)
     return final_dir
+
+
+def default_file_mode() -> int:
+    """The permission bits a newly created file gets here (``0o666`` less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_folder_files(folder: Path) -> None:
@@ -327,9 +338,9 @@ def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
     if not trainer_path.is_file():
         raise FileNotFoundError(f"checkpoint trainer state not found: {trainer_path}")
     try:
-        state = torch.load(trainer_path, map_location="cpu", weights_only=True)
-    except Exception as error:  # UnpicklingError for disallowed objects, RuntimeError if corrupt
-        raise CheckpointError(f"{trainer_path}: cannot be loaded safely ({error})") from error
+        state = load_tensors_file(trainer_path, what="trainer state")
+    except ValueError as error:
+        raise CheckpointError(str(error)) from error
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{trainer_path}: expected a dict with a 'step' entry")
     return state

@@ -22,7 +22,9 @@ class TrainConfig:
     every process, so ``batch_size * grad_accum_steps * world_size`` samples in all.
 
     Attributes:
-        max_steps: number of optimizer steps to train for.
+        max_steps: number of optimizer steps to train for. A run resumed with a larger value
+            follows the schedule of a run of the new length from the step reached (a cosine is
+            stretched to the new end).
         batch_size: images per micro-batch on each process.
         grad_accum_steps: micro-batches whose gradients are summed before one optimizer step.
         optimizer: ``"sgd"`` (with ``momentum``) or ``"adamw"``.
@@ -31,7 +33,8 @@ class TrainConfig:
         weight_decay: L2 / decoupled weight decay; never applied to biases and norm parameters.
         schedule: ``"constant"``, ``"step"`` (multiply by ``gamma`` at each of
             ``step_milestones``) or ``"cosine"`` (from ``lr`` down to 0 at ``max_steps``).
-        warmup_steps: steps of linear warm-up from ``lr * warmup_factor`` to ``lr``.
+        warmup_steps: steps of linear warm-up from ``lr * warmup_factor`` to ``lr``; never more
+            than a quarter of ``max_steps`` (a short run is not all warm-up).
         warmup_factor: learning-rate multiplier at step 0 of the warm-up.
         step_milestones: steps at which the ``"step"`` schedule multiplies the lr by ``gamma``.
         gamma: decay factor of the ``"step"`` schedule.
@@ -47,8 +50,10 @@ class TrainConfig:
         keep_checkpoints: keep this many most recent checkpoints (0: keep all).
         log_every: write a line to ``metrics.jsonl`` every this many steps.
         num_workers: data-loading worker processes per training process.
-        seed: seeds data order, per-sample augmentation and the training RNG.
-        progress: show a progress bar on rank 0.
+        seed: seeds the model's initial weights, data order, per-sample augmentation and the
+            training RNG; saved with the run.
+        progress: show progress on rank 0 (a bar in a terminal, a plain line per log interval
+            otherwise).
     """
 
     max_steps: int = 1000
@@ -192,3 +197,27 @@ def _check_values(config: TrainConfig) -> None:
         raise ValueError(
             f"TrainConfig.step_milestones must be strictly increasing positive steps, got {milestones}"
         )
+
+
+def describe_settings(config: TrainConfig | None = None) -> dict[str, tuple[Any, str]]:
+    """Every `TrainConfig` field: ``name -> (value in config (default: the defaults), meaning)``.
+
+    The meanings come from the class docstring's ``Attributes`` section, so they cannot drift
+    from the documentation.
+    """
+    config = config if config is not None else TrainConfig()
+    meanings: dict[str, str] = {}
+    current = None
+    lines = (TrainConfig.__doc__ or "").split("Attributes:", 1)[-1].splitlines()
+    for line in lines:
+        stripped = line.strip()
+        head, sep, rest = stripped.partition(": ")
+        if sep and head.isidentifier() and len(line) - len(line.lstrip()) <= 8:
+            current = head
+            meanings[current] = rest
+        elif current is not None and stripped:
+            meanings[current] += " " + stripped
+    return {
+        f.name: (getattr(config, f.name), " ".join(meanings.get(f.name, "").split()))
+        for f in dataclasses.fields(TrainConfig)
+    }

@@ -14,8 +14,10 @@ the optimizer, schedule, loss-scaler and every process's RNG state.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +29,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from structvision.engine.checkpoint import (
+    CONFIG_FILE,
     CheckpointError,
+    checkpoint_name,
     find_latest_checkpoint,
     load_model_weights,
     read_checkpoint_config,
@@ -35,17 +39,18 @@ from structvision.engine.checkpoint import (
     remove_temporary_folders,
     resolve_checkpoint,
     save_checkpoint,
-    write_run_config,
 )
 from structvision.engine.config import TrainConfig
 from structvision.engine.data import build_train_loader, move_to_device
 from structvision.engine.distributed import build_fabric, gather_objects
 from structvision.engine.evaluate import Evaluator, evaluate
+from structvision.engine.files import write_json_atomic
 from structvision.engine.metrics_log import METRICS_LOG_FILE, MetricsLog, write_final_metrics
 from structvision.engine.optim import build_optimizer
-from structvision.engine.progress import ProgressBar
+from structvision.engine.progress import TrainingProgress, print_start_summary
 from structvision.engine.rng import capture_rng_state, restore_rng_state, seed_all
-from structvision.engine.schedule import build_lr_scheduler
+from structvision.engine.schedule import apply_schedule, build_lr_scheduler
+from structvision.engine.signals import StopSignals, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,8 @@ def fit(
     val_dataset: Dataset | None = None,
     evaluator_factory: Callable[[], Evaluator] | None = None,
     resume: bool | str | os.PathLike = False,
+    run_info: dict[str, Any] | None = None,
+    handle_signals: bool = True,
 ) -> dict[str, float]:
     """Train ``model`` for ``config.max_steps`` optimizer steps and evaluate it.
 
@@ -92,7 +99,17 @@ def fit(
             ``val_dataset``).
         resume: ``False`` starts fresh (``out_dir`` must hold no checkpoint); ``True`` continues
             from the latest checkpoint in ``out_dir`` if there is one; a path continues from that
-            checkpoint (folder, ``checkpoints/`` folder or run folder).
+            checkpoint (folder, ``checkpoints/`` folder or run folder). A resumed run follows
+            the learning-rate schedule of ``config`` (e.g. a cosine stretched to a longer
+            ``max_steps``) from the step reached.
+        run_info: extra JSON-serialisable keys for the run's ``config.json`` (the CLI records
+            the data and the user's overrides there).
+        handle_signals: on SIGINT/SIGTERM (in the main thread), finish the current step, write
+            a checkpoint and raise `TrainingInterrupted`; a second signal stops at once.
+
+    The run folder is written only once the run is accepted (a refused resume leaves
+    ``config.json`` byte for byte as it was); a resume that changes settings appends them to
+    ``config.json``'s ``history``.
 
     Returns:
         The final evaluation's flat metrics (also written to ``metrics.json``); ``{}`` without
@@ -100,6 +117,7 @@ def fit(
 
     Raises:
         TrainingDiverged: a loss became NaN/Inf; the last good checkpoint is left intact.
+        TrainingInterrupted: SIGINT or SIGTERM; the checkpoint of the step reached is written.
     """
     if (val_dataset is None) != (evaluator_factory is None):
         raise ValueError("fit: val_dataset and evaluator_factory must be given together")
@@ -110,10 +128,6 @@ def fit(
     resume_from = _resume_checkpoint(resume=resume, checkpoints_dir=checkpoints_dir)
     if resume_from is None:
         _refuse_to_overwrite(checkpoints_dir)
-    if fabric.is_global_zero:
-        _prepare_run_dir(run_dir=run_dir, resume_from=resume_from)
-        write_run_config(run_dir=run_dir, model_config=model_config, train_config=config.to_dict())
-    fabric.barrier()
 
     seed_all(config.seed + fabric.global_rank)
     model.train()
@@ -135,6 +149,28 @@ def fit(
                 f"cannot resume from {resume_from} (step {start_step}): config.max_steps is "
                 f"{config.max_steps}; raise max_steps to train further"
             )
+    # Accepted: only now is anything in the run folder written.
+    if fabric.is_global_zero:
+        _prepare_run_dir(run_dir=run_dir, resume_from=resume_from)
+        _write_run_record(
+            run_dir=run_dir,
+            model_config=model_config,
+            config=config,
+            run_info=run_info,
+            resumed_at=start_step if resume_from is not None else None,
+        )
+        print_start_summary(
+            model=model,
+            model_config=model_config,
+            config=config,
+            fabric=fabric,
+            train_size=len(train_dataset),
+            val_size=len(val_dataset) if val_dataset is not None else None,
+            run_dir=run_dir,
+            start_step=start_step,
+            resumed_from=resume_from,
+        )
+    fabric.barrier()
     metrics_log = MetricsLog(run_dir=run_dir, enabled=fabric.is_global_zero)
     metrics_log.truncate_after(start_step)
 
@@ -178,11 +214,13 @@ def fit(
         metrics_log.write({"kind": "eval", "step": step, **metrics})
         return metrics
 
-    loop.run(
-        batches=batches,
-        start_step=start_step,
-        evaluate_fn=run_evaluation if val_dataset is not None else None,
-    )
+    with StopSignals(enabled=handle_signals, announce=fabric.is_global_zero) as stop:
+        loop.run(
+            batches=batches,
+            start_step=start_step,
+            evaluate_fn=run_evaluation if val_dataset is not None else None,
+            stop=stop,
+        )
     if val_dataset is None:
         return {}
     final_metrics = run_evaluation(config.max_steps)
@@ -227,32 +265,46 @@ class _Loop:
         batches: Iterator[Any],
         start_step: int,
         evaluate_fn: Callable[[int], dict[str, float]] | None,
+        stop: StopSignals | None = None,
     ) -> None:
-        """Train from ``start_step`` to ``config.max_steps``."""
+        """Train from ``start_step`` to ``config.max_steps``.
+
+        Raises:
+            TrainingInterrupted: a stop signal arrived; the step reached was checkpointed.
+        """
         config = self.config
         window = _LossWindow()
-        show_bar = config.progress and self.fabric.is_global_zero
-        with ProgressBar(
-            description="train", total=config.max_steps, completed=start_step, enabled=show_bar
-        ) as bar:
+        with TrainingProgress(
+            total=config.max_steps,
+            completed=start_step,
+            enabled=config.progress and self.fabric.is_global_zero,
+        ) as progress:
             for step in range(start_step + 1, config.max_steps + 1):
                 started = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]
                 losses, grad_norm = self.train_step(batches=batches, step=step)
                 self.scheduler.step()
-                window.add(losses, seconds=time.perf_counter() - started, grad_norm=grad_norm)
+                seconds = time.perf_counter() - started
+                window.add(losses, seconds=seconds, grad_norm=grad_norm)
+                if progress.wants_every_step:
+                    progress.step(step=step, loss=float(losses["total_loss"]), lr=lr)
                 if step % config.log_every == 0 or step == config.max_steps:
                     record = self.log_window(window=window, step=step, lr=lr)
-                    bar.update(completed=step, status=f"loss {record['total_loss']:.4f}")
+                    progress.log(record)
                     window = _LossWindow()
-                else:
-                    bar.update(completed=step)
-                if _every(step, config.checkpoint_every) or step == config.max_steps:
+                stopping = stop is not None and stop.requested(self.fabric)
+                if _every(step, config.checkpoint_every) or step == config.max_steps or stopping:
                     self.save(step)
+                if stopping:
+                    raise TrainingInterrupted(
+                        step=step,
+                        signal_number=stop.signal_number or signal.SIGINT,
+                        checkpoint=self.checkpoints_dir / checkpoint_name(step),
+                    )
                 # The final evaluation is fit's job.
                 eval_now = _every(step, config.eval_every) and step < config.max_steps
                 if evaluate_fn is not None and eval_now:
-                    bar.print(f"step {step}: {evaluate_fn(step)}")
+                    progress.print(f"step {step}: {evaluate_fn(step)}")
 
     def train_step(
         self, *, batches: Iterator[Any], step: int
@@ -441,6 +493,43 @@ def _prepare_run_dir(*, run_dir: Path, resume_from: Path | None) -> None:
     remove_temporary_folders(run_dir / "checkpoints")
 
 
+def _write_run_record(
+    *,
+    run_dir: Path,
+    model_config: dict[str, Any],
+    config: TrainConfig,
+    run_info: dict[str, Any] | None,
+    resumed_at: int | None,
+) -> None:
+    """Write ``config.json`` atomically; a resume keeps what was recorded and appends the
+    settings it changed (``history``: step, ``{setting: [before, after]}``)."""
+    record: dict[str, Any] = {"model": model_config, "train": config.to_dict()}
+    path = run_dir / CONFIG_FILE
+    previous: dict[str, Any] = {}
+    if resumed_at is not None and path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            previous = {}
+    for key, value in previous.items():
+        if key not in ("model", "train"):
+            record[key] = value
+    record.update(run_info or {})
+    if previous:
+        history = list(previous.get("history", []))
+        before = previous.get("train") or {}
+        changed = {
+            key: [before.get(key), value]
+            for key, value in record["train"].items()
+            if before.get(key) != value
+        }
+        if changed:
+            history.append({"resumed_at_step": resumed_at, "changed": changed})
+        if history:
+            record["history"] = history
+    write_json_atomic(path, record)
+
+
 def _restore(
     *,
     fabric: Fabric,
@@ -463,6 +552,7 @@ def _restore(
             f"{trainer_path}: optimizer/scheduler state does not fit this model and config ({error})"
         ) from error
     step = int(state["step"])
+    apply_schedule(optimizer=optimizer, scheduler=scheduler)
     _restore_rng(fabric=fabric, state=state, config=config, step=step)
     if fabric.is_global_zero:
         _warn_config_changes(

@@ -41,6 +41,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from structvision.safeload import load_tensors_file
+
 __all__ = [
     "FrozenBatchNorm2d",
     "ResNetFeatures",
@@ -283,7 +285,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
             state_dict = load_file(str(path), device="cpu")
         else:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+            state_dict = load_tensors_file(path, what="weights_path")
+    except ValueError:
+        raise
     except Exception as error:
         raise ValueError(
             f"weights_path {str(path)!r} is not a readable state dict: {error}"

@@ -29,7 +29,13 @@ from structvision.tasks.registry import (
     get_recipe,
     no_recipes_message,
 )
-from structvision.tasks.run import load_trained_model, run_eval, run_predict, run_train
+from structvision.tasks.run import (
+    is_rank_zero,
+    load_trained_model,
+    run_eval,
+    run_predict,
+    run_train,
+)
 
 __all__ = [
     "RECIPES",
@@ -37,6 +43,7 @@ __all__ = [
     "RecipeError",
     "Task",
     "get_recipe",
+    "is_rank_zero",
     "load_trained_model",
     "no_recipes_message",
     "run_eval",

@@ -151,6 +151,10 @@ SMALL_DETECTOR_TRAINING = TrainConfig(
 )
 
 
+#: Fast R-CNN trains on two images of cached proposals per step.
+FAST_RCNN_TRAINING = SMALL_DETECTOR_TRAINING.replace(batch_size=2, lr=0.01)
+
+
 def setup_faster_rcnn(*, data: str, val_data: str | None, model_overrides: dict) -> Task:
     """Faster R-CNN (RPN + box head); the small FPN model unless ``model.arch`` says otherwise."""
     return _task(
@@ -175,7 +179,7 @@ def setup_fast_rcnn(*, data: str, val_data: str | None, model_overrides: dict) -
         data=data,
         val_data=val_data,
         model_kwargs={**kwargs, **model_overrides},
-        train_config=SMALL_DETECTOR_TRAINING.replace(batch_size=2, lr=0.01),
+        train_config=FAST_RCNN_TRAINING,
     )
 
 
@@ -187,6 +191,7 @@ RECIPES["faster_rcnn"] = Recipe(
     build_evaluator=coco_evaluator,
     collate_fn=collate_detection,
     model_options=MODEL_OPTIONS,
+    train_defaults=SMALL_DETECTOR_TRAINING,
 )
 RECIPES["fast_rcnn"] = Recipe(
     name="fast_rcnn",
@@ -196,4 +201,5 @@ RECIPES["fast_rcnn"] = Recipe(
     build_evaluator=coco_evaluator,
     collate_fn=collate_detection,
     model_options=MODEL_OPTIONS,
+    train_defaults=FAST_RCNN_TRAINING,
 )

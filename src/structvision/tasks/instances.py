@@ -389,6 +389,7 @@ RECIPES["mask_rcnn"] = Recipe(
     build_evaluator=mask_evaluator,
     collate_fn=collate_detection,
     model_options=MASK_MODEL_OPTIONS,
+    train_defaults=SMALL_DETECTOR_TRAINING,
 )
 RECIPES["keypoint_rcnn"] = Recipe(
     name="keypoint_rcnn",
@@ -400,5 +401,6 @@ RECIPES["keypoint_rcnn"] = Recipe(
     collate_fn=collate_detection,
     draw=draw_keypoint_instances,
     model_options=KEYPOINT_MODEL_OPTIONS,
+    train_defaults=SMALL_DETECTOR_TRAINING,
     takes_model_config=True,
 )

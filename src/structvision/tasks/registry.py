@@ -61,6 +61,8 @@ class Recipe:
     #: (keyword ``model_config``): for what a dataset alone may not say, such as the keypoint
     #: OKS sigmas and skeleton of a keypoint model evaluated on a COCO file.
     takes_model_config: bool = False
+    #: The training settings ``setup`` gives (a `TrainConfig`), for ``structvision recipes NAME``.
+    train_defaults: Any = None
 
     def evaluator_for(self, dataset: Dataset, model_config: dict[str, Any]) -> Any:
         """``build_evaluator`` for a trained model of this recipe (its ``model_config``)."""
@@ -68,6 +70,11 @@ class Recipe:
             return self.build_evaluator(dataset, model_config=model_config)
         return self.build_evaluator(dataset)
 
+
+#: Model options that only choose a model's initial weights (e.g. a local ImageNet or COCO state
+#: dict). A trained model is rebuilt without them: its checkpoint holds every weight, so
+#: evaluation, prediction and resumption never read those files again.
+INIT_ONLY_OPTIONS = ("weights_path", "init")
 
 #: The registry of recipes, by name. Later modules add their recipes here.
 RECIPES: dict[str, Recipe] = {}

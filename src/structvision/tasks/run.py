@@ -6,9 +6,11 @@ from Python just the same.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +18,15 @@ import torch
 from torch import nn
 
 from structvision.data.spec import build_dataset, parse_value
-from structvision.tasks.registry import Recipe, RecipeError, get_recipe
+from structvision.tasks.registry import INIT_ONLY_OPTIONS, Recipe, RecipeError, get_recipe
 
-__all__ = ["load_trained_model", "run_eval", "run_predict", "run_train"]
+__all__ = ["is_rank_zero", "load_trained_model", "run_eval", "run_predict", "run_train"]
 
 #: How many validation images get an overlay in a run's ``predictions/`` folder.
 NUM_PREDICTION_OVERLAYS = 8
 
 
-def _is_rank_zero() -> bool:
+def is_rank_zero() -> bool:
     """Whether this process is global rank 0, also before the process group exists (the
     processes that Fabric or torchrun start carry their rank in the environment)."""
     dist = torch.distributed
@@ -38,7 +40,11 @@ def _is_rank_zero() -> bool:
 def _split_overrides(
     recipe: Recipe, overrides: dict[str, str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``{"model.num_classes": "7", "lr": "0.01"}`` -> ``({"num_classes": 7}, {"lr": 0.01})``."""
+    """``{"model.num_classes": "7", "lr": "0.01"}`` -> ``({"num_classes": 7}, {"lr": 0.01})``.
+
+    Training settings are checked one by one against `TrainConfig` (name, type and range), so a
+    bad value is refused with its ``--set`` name before anything is built.
+    """
     model_overrides, train_overrides = {}, {}
     for key, text in overrides.items():
         if key.startswith("model."):
@@ -51,44 +57,225 @@ def _split_overrides(
                 )
             model_overrides[name] = parse_value(text)
         else:
-            train_overrides[key] = parse_value(text)
+            train_overrides[key] = _checked_setting(key, parse_value(text), text=text)
     return model_overrides, train_overrides
+
+
+def _checked_setting(key: str, value: Any, *, text: str | None = None) -> Any:
+    """``value`` for the `TrainConfig` field ``key``, or a `RecipeError` naming ``--set key``."""
+    from structvision.engine import TrainConfig
+    from structvision.engine.config import describe_settings
+
+    shown = text if text is not None else repr(value)
+    if key not in describe_settings():
+        known = ", ".join(sorted(describe_settings()))
+        raise RecipeError(f"--set {key}={shown}: unknown setting {key!r}; settings: {known}")
+    try:
+        checked = TrainConfig().replace(**{key: value})
+    except (TypeError, ValueError) as error:
+        reason = str(error).removeprefix(f"TrainConfig.{key} ")
+        raise RecipeError(f"--set {key}={shown}: {key} {reason}") from None
+    return getattr(checked, key)
+
+
+#: `TrainConfig` fields a resumed run may change: its length, how often it logs, evaluates and
+#: saves, and the processes it runs on. Every other setting is fixed for the life of a run.
+RESUMABLE_SETTINGS = (
+    "max_steps",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "devices",
+    "num_nodes",
+    "num_workers",
+    "progress",
+)
+
+
+@dataclass
+class _RunPlan:
+    """What `run_train` builds: data, model overrides, training settings and the run record."""
+
+    data: str
+    val_data: str | None
+    model_overrides: dict[str, Any]
+    train_overrides: dict[str, Any]
+    saved: dict[str, Any] | None = None  # the run's config.json when resuming
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+def _read_run_record(out: Path) -> dict[str, Any]:
+    """The run folder's ``config.json``, with errors that name it."""
+    path = out / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: {path} does not exist; {out} is not a run folder")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise RecipeError(f"--resume: {path} is not readable JSON ({error})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
+        raise RecipeError(f"--resume: {path} has no 'train' settings; it was not written by a run")
+    if not isinstance(saved.get("model"), dict):
+        raise RecipeError(f"--resume: {path} has no 'model' record")
+    return saved
+
+
+def _plan_resume(
+    recipe: Recipe,
+    out: Path,
+    *,
+    data: str | None,
+    val_data: str | None,
+    model_overrides: dict[str, Any],
+    train_overrides: dict[str, Any],
+) -> _RunPlan:
+    """Continue ``out`` with its saved settings; refuse an explicit change that cannot apply."""
+    if not (out / "checkpoints").is_dir():
+        raise FileNotFoundError(f"--resume: run folder {out} has no checkpoints/ to resume from")
+    saved = _read_run_record(out)
+    saved_recipe = saved["model"].get("recipe")
+    if saved_recipe not in (None, recipe.name):
+        raise RecipeError(
+            f"--resume: {out} was trained with recipe {saved_recipe!r}, not {recipe.name!r}"
+        )
+    saved_kwargs = saved["model"].get("kwargs", {})
+    saved_train = saved["train"]
+    refused = [
+        f"model.{key}={value!r} (the run has {saved_kwargs.get(key)!r})"
+        for key, value in model_overrides.items()
+        if saved_kwargs.get(key) != value
+    ]
+    for name, value in (("--data", data), ("--val-data", val_data)):
+        recorded = saved.get(name.removeprefix("--").replace("-", "_"))
+        if value is not None and recorded is not None and value != recorded:
+            refused.append(f"{name} {value} (the run has {recorded})")
+    changes = {}
+    for key, value in train_overrides.items():
+        if saved_train.get(key) == value:
+            continue
+        if key in RESUMABLE_SETTINGS:
+            changes[key] = (saved_train.get(key), value)
+        else:
+            refused.append(f"{key}={value!r} (the run has {saved_train.get(key)!r})")
+    if refused:
+        raise RecipeError(
+            "--resume continues a run with its saved settings; only "
+            f"{', '.join(RESUMABLE_SETTINGS)} may change. Refused: {'; '.join(refused)}. "
+            "Start a new run (another --out) to change the others."
+        )
+    data = saved.get("data") or data
+    if data is None:
+        raise RecipeError(f"--resume: {out}/config.json does not record the data; pass --data")
+    recorded_overrides = saved.get("overrides", {}).get("model")
+    if recorded_overrides is None:  # a run from before the overrides were recorded
+        recorded_overrides = {k: v for k, v in saved_kwargs.items() if k != "num_classes"}
+    return _RunPlan(
+        data=data,
+        val_data=saved.get("val_data", val_data),
+        model_overrides=dict(recorded_overrides),
+        train_overrides={**saved_train, **{key: new for key, (_, new) in changes.items()}},
+        saved=saved,
+        changes=changes,
+    )
+
+
+def _without_init_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Model kwargs without those that only choose initial weights (a checkpoint has them all)."""
+    return {key: value for key, value in kwargs.items() if key not in INIT_ONLY_OPTIONS}
+
+
+def _say(message: str) -> None:
+    if is_rank_zero():
+        print(message, flush=True)
 
 
 def run_train(
     recipe_name: str,
     *,
-    data: str,
+    data: str | None = None,
     out: str | Path,
     val_data: str | None = None,
     max_steps: int | None = None,
     devices: int | None = None,
     num_nodes: int | None = None,
+    seed: int | None = None,
     overrides: dict[str, str] | None = None,
     resume: bool = False,
 ) -> dict[str, float]:
     """Train ``recipe_name`` on ``data`` into the run folder ``out``; returns the final metrics.
 
-    ``overrides`` are ``--set`` pairs: ``model.KEY`` changes the model's construction,
-    any other key a `TrainConfig` field. An existing run folder is never overwritten: continue
-    it with ``resume=True`` or choose a new folder.
+    ``overrides`` are ``--set`` pairs: ``model.KEY`` changes the model's construction, any other
+    key a `TrainConfig` field; each is checked before anything is built. ``seed`` (default 0)
+    seeds every generator before the model is built, so the same command gives the same weights.
+    An existing run folder is never overwritten: continue it with ``resume=True`` or choose a new
+    folder. A resumed run keeps its saved data, model and settings; only `RESUMABLE_SETTINGS`
+    passed explicitly change (printed, and recorded in ``config.json``'s ``history``), anything
+    else passed that differs is refused before anything in the run folder is written.
+
+    Raises:
+        TrainingInterrupted: SIGINT or SIGTERM stopped the run after a checkpoint was written.
     """
     from structvision.engine import fit
+    from structvision.engine.rng import seed_all
 
     recipe = get_recipe(recipe_name)
-    model_overrides, train_overrides = _split_overrides(recipe, overrides or {})
     out = Path(out)
-    if resume and not (out / "checkpoints").is_dir():
-        raise FileNotFoundError(f"--resume: run folder {out} has no checkpoints/ to resume from")
-    if not resume and out.exists() and any(out.iterdir()) and _is_rank_zero():
-        raise FileExistsError(
-            f"run folder {out} is not empty; pass --resume to continue that run or choose a new --out"
-        )
-    task = recipe.setup(data=data, val_data=val_data, model_overrides=model_overrides)
-    for key, value in (("max_steps", max_steps), ("devices", devices), ("num_nodes", num_nodes)):
+    model_overrides, train_overrides = _split_overrides(recipe, overrides or {})
+    flags = {"max_steps": max_steps, "devices": devices, "num_nodes": num_nodes, "seed": seed}
+    for key, value in flags.items():
         if value is not None:
-            train_overrides[key] = value
-    config = task.train_config.replace(**train_overrides)
+            train_overrides[key] = _checked_setting(key, value)
+    if resume:
+        plan = _plan_resume(
+            recipe,
+            out,
+            data=data,
+            val_data=val_data,
+            model_overrides=model_overrides,
+            train_overrides=train_overrides,
+        )
+    else:
+        if data is None:
+            raise RecipeError("--data is required to start a run (a resumed run reuses its own)")
+        if out.exists() and any(out.iterdir()) and is_rank_zero():
+            raise FileExistsError(
+                f"run folder {out} is not empty; pass --resume to continue that run or choose a "
+                "new --out"
+            )
+        plan = _RunPlan(data, val_data, model_overrides, train_overrides)
+    seed_all(int(plan.train_overrides.get("seed", 0)))  # before the model's weights are drawn
+    try:
+        task = recipe.setup(
+            data=plan.data,
+            val_data=plan.val_data,
+            model_overrides=_without_init_options(plan.model_overrides)
+            if resume
+            else plan.model_overrides,
+        )
+    except TypeError as error:
+        raise RecipeError(f"recipe {recipe.name!r} with {plan.model_overrides}: {error}") from None
+    model_config = task.model_config
+    if plan.saved is not None:
+        saved_model = plan.saved["model"]
+        built = _without_init_options(model_config.get("kwargs", {}))
+        if built != _without_init_options(saved_model.get("kwargs", {})):
+            raise RecipeError(
+                f"--resume: recipe {recipe.name!r} now builds {built} from this data, but the run "
+                f"was trained with {saved_model.get('kwargs')}"
+            )
+        model_config = saved_model  # keeps e.g. weights_path, which the resumed build skips
+    try:
+        config = task.train_config.replace(**plan.train_overrides)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"training settings: {error}") from None
+    for key, (old, new) in plan.changes.items():
+        _say(f"resume: {key} {old} -> {new}")
+    run_info = {
+        "data": plan.data,
+        "val_data": plan.val_data,
+        "overrides": {"model": plan.model_overrides, "train": _user_train_overrides(plan)},
+    }
     metrics = fit(
         model=task.model,
         train_dataset=task.train_dataset,
@@ -96,13 +283,22 @@ def run_train(
         config=config,
         out_dir=out,
         collate_fn=task.collate_fn,
-        model_config=task.model_config,
+        model_config=model_config,
         evaluator_factory=task.evaluator_factory,
         resume=resume,
+        run_info=run_info,
     )
-    if _is_rank_zero() and task.val_dataset is not None:
-        _write_run_outputs(recipe, task.model, task.model_config, task.val_dataset, out, metrics)
+    if is_rank_zero() and task.val_dataset is not None:
+        _write_run_outputs(recipe, task.model, model_config, task.val_dataset, out, metrics)
     return metrics
+
+
+def _user_train_overrides(plan: _RunPlan) -> dict[str, Any]:
+    """The training settings the user chose (not the recipe's defaults), for ``config.json``."""
+    if plan.saved is not None:
+        recorded = dict(plan.saved.get("overrides", {}).get("train", {}))
+        return {**recorded, **{key: new for key, (_, new) in plan.changes.items()}}
+    return dict(plan.train_overrides)
 
 
 def _write_run_outputs(
@@ -172,7 +368,9 @@ def load_trained_model(path: str | Path) -> tuple[Recipe, nn.Module, dict[str, A
         recipe = get_recipe(name)
     except RecipeError as error:
         raise RecipeError(f"checkpoint {checkpoint} was trained with {error}") from error
-    model = recipe.build_model(**model_config.get("kwargs", {}))
+    # The checkpoint holds every weight: options that only chose initial weights (a file that
+    # may be gone by now) are not read again.
+    model = recipe.build_model(**_without_init_options(model_config.get("kwargs", {})))
     load_model_weights(model, checkpoint)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return recipe, model.to(device).eval(), model_config

@@ -101,6 +101,21 @@ def draw_segmentation(
     return torch.cat([picture, overlay], dim=2)
 
 
+#: Training settings of the small FCNs on ``shapes``, from scratch.
+FCN_TRAINING = TrainConfig(
+    max_steps=2000,
+    batch_size=8,
+    lr=0.01,
+    momentum=0.9,
+    weight_decay=1e-4,
+    schedule="cosine",
+    warmup_steps=100,
+    clip_grad_norm=10.0,
+    eval_every=1000,
+    checkpoint_every=500,
+)
+
+
 def _setup(variant: str):
     def setup(*, data: str, val_data: str | None, model_overrides: dict) -> Task:
         train_dataset = _dataset(
@@ -121,18 +136,7 @@ def _setup(variant: str):
             val_dataset=val_dataset,
             collate_fn=collate_detection,
             evaluator_factory=lambda: segmentation_evaluator(val_dataset),
-            train_config=TrainConfig(
-                max_steps=2000,
-                batch_size=8,
-                lr=0.01,
-                momentum=0.9,
-                weight_decay=1e-4,
-                schedule="cosine",
-                warmup_steps=100,
-                clip_grad_norm=10.0,
-                eval_every=1000,
-                checkpoint_every=500,
-            ),
+            train_config=FCN_TRAINING,
         )
 
     return setup
@@ -149,4 +153,5 @@ for _variant in ("32s", "16s", "8s"):
         draw=draw_segmentation,
         model_options=MODEL_OPTIONS,
         predicts_semantic=True,
+        train_defaults=FCN_TRAINING,
     )
