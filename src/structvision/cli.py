@@ -345,9 +345,37 @@ def evaluate(
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="Run folder or checkpoint folder.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for overlays and predictions.json.")],
-    score_threshold: Annotated[float, typer.Option("--score-threshold")] = 0.5,
+    images: Annotated[
+        list[str],
+        typer.Argument(help="Image files, folders or glob patterns ('photos/*.jpg')."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Folder for overlays, predictions.json, images.json and label maps."
+        ),
+    ],
+    score_threshold: Annotated[
+        float,
+        typer.Option(
+            "--score-threshold",
+            min=0.0,
+            max=1.0,
+            help="Keep (and draw) instances scoring at least this much.",
+        ),
+    ] = 0.5,
+    recursive: Annotated[
+        bool,
+        typer.Option("--recursive", help="Also take images in sub-folders ('**' in patterns)."),
+    ] = False,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad",
+            help="Skip unreadable images and name them (default: stop at the first, writing "
+            "nothing).",
+        ),
+    ] = False,
     crf: CrfFlag = False,
     crf_sets: CrfSets = None,
     tta: TtaFlag = False,
@@ -357,17 +385,32 @@ def predict(
 
     crf_parameters = _crf_parameters(crf, crf_sets)
     try:
-        path = tasks.run_predict(
+        summary = tasks.run_predict(
             run,
             images=images,
             out=out,
             score_threshold=score_threshold,
             crf=crf_parameters,
             tta=tta,
+            recursive=recursive,
+            skip_bad=skip_bad,
         )
     except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
         _fail(str(error))
-    console.print(f"predictions written to {path}")
+    for path, reason in summary.skipped:
+        err_console.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+    detections = (
+        f", {summary.num_label_maps} label maps"
+        if summary.num_label_maps
+        else f", {summary.num_detections} detections scoring >= {score_threshold:g}"
+    )
+    console.print(
+        f"{summary.num_images} images{detections}"
+        + (f", {len(summary.skipped)} skipped" if summary.skipped else "")
+        + f"; predictions written to {summary.predictions}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -317,7 +317,10 @@ def test_fcn_recipe_trains_and_predicts_with_the_crf(tmp_path):
     assert predicted.exit_code == 0, predicted.output
     from PIL import Image
 
-    assert Image.open(tmp_path / "p" / "x.png").size == (96, 48)  # image and labels side by side
+    width, height = Image.open(tmp_path / "p" / "x.png").size
+    assert width == 2 * 48 * 5 and height > 48 * 5  # image and labels side by side, legend below
+    label_map = Image.open(tmp_path / "p" / "x_labels.png")
+    assert label_map.mode == "P" and label_map.size == (48, 48)
     plain = runner.invoke(app, ["eval", str(run), "--data", data])
     refined = runner.invoke(
         app,

@@ -300,16 +300,23 @@ def draw_keypoint_instances(
     class_names: Sequence[str],
     *,
     model_config: dict[str, Any] | None = None,
+    score_threshold: float = 0.5,
 ) -> torch.Tensor:
-    """Boxes and skeletons (the model's stored ``skeleton``) of the detections scoring 0.5 or
-    more, upscaled so that small images stay legible: ``(3, s * H, s * W)`` uint8."""
+    """Boxes and skeletons (the model's stored ``skeleton``) of the detections scoring
+    ``score_threshold`` or more, upscaled so that small images stay legible:
+    ``(3, s * H, s * W)`` uint8."""
     from structvision.viz import draw_instances
 
     limbs = (model_config or {}).get("skeleton")
     skeleton = [(int(i), int(j)) for i, j in limbs] if limbs is not None else None
     scale = max(1, 256 // max(image.shape[-2:]))
     return draw_instances(
-        image, prediction, class_names=class_names, skeleton=skeleton, scale=scale
+        image,
+        prediction,
+        class_names=class_names,
+        skeleton=skeleton,
+        scale=scale,
+        score_threshold=score_threshold,
     )
 
 

@@ -51,7 +51,8 @@ class Recipe:
     build_model: Callable[..., nn.Module]
     build_evaluator: Callable[[Dataset], Any]
     collate_fn: Callable
-    #: Draws one prediction on its image: (image (3, H, W), prediction, class_names) -> uint8.
+    #: Draws one prediction on its image: ``(image (3, H, W), prediction, class_names, *,
+    #: score_threshold)`` -> uint8 (plus ``model_config=`` when ``takes_model_config``).
     draw: Callable[[torch.Tensor, dict, Sequence[str]], torch.Tensor] | None = None
     #: Keys of ``Task.model_config["kwargs"]`` a user may change with ``--set model.KEY=...``.
     model_options: tuple[str, ...] = field(default_factory=tuple)

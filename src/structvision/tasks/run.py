@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from structvision.data.spec import build_dataset, parse_value
+from structvision.tasks.predictor import draw_prediction
 from structvision.tasks.registry import INIT_ONLY_OPTIONS, Recipe, RecipeError, get_recipe
 
 __all__ = ["is_rank_zero", "load_trained_model", "run_eval", "run_predict", "run_train"]
@@ -321,7 +322,7 @@ def _write_run_outputs(
             image, _ = dataset[index]
             prediction = _to_cpu(model([image.to(device)])[0])
             path = save_png(
-                _draw(recipe, image, prediction, model_config),
+                draw_prediction(recipe, image, prediction, model_config),
                 out / "predictions" / f"val_{index:04d}.png",
             )
             images.append((path, f"validation image {index}"))
@@ -337,19 +338,6 @@ def _write_run_outputs(
 
 def _to_cpu(prediction: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in prediction.items()}
-
-
-def _draw(recipe: Recipe, image: torch.Tensor, prediction: dict, model_config: dict):
-    """The recipe's overlay of ``prediction`` on ``image``, ``(3, H', W')`` uint8."""
-    class_names = model_config.get("class_names", ())
-    if recipe.draw is not None and recipe.takes_model_config:
-        return recipe.draw(image, prediction, class_names, model_config=model_config)
-    if recipe.draw is not None:
-        return recipe.draw(image, prediction, class_names)
-    from structvision.viz import draw_instances
-
-    scale = max(1, 256 // max(image.shape[-2:]))
-    return draw_instances(image, prediction, class_names=class_names, scale=scale)
 
 
 def load_trained_model(path: str | Path) -> tuple[Recipe, nn.Module, dict[str, Any]]:
@@ -447,13 +435,53 @@ def run_eval(
     return metrics
 
 
-def _read_image(path: Path) -> torch.Tensor:
-    """``(3, H, W)`` float in [0, 1]; a missing or unreadable file raises naming it."""
-    from structvision.data.coco import read_rgb_image
+#: File suffixes taken from a folder or a glob pattern.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    return read_rgb_image(path)
+
+def expand_image_inputs(inputs: Sequence[str | Path], *, recursive: bool = False) -> list[Path]:
+    """Files, folders (their images; with ``recursive`` also in sub-folders) and glob patterns
+    (``**`` with ``recursive``) -> image paths, in order, each once.
+
+    Raises:
+        FileNotFoundError: an input that is no file, no folder, and no pattern matching a file.
+    """
+    import glob
+
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = path.rglob("*") if recursive else path.glob("*")
+            images = sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                where = "or its sub-folders " if recursive else ""
+                hint = "" if recursive else " (add --recursive to search sub-folders)"
+                raise FileNotFoundError(f"folder {path} {where}holds no image files{hint}")
+            paths += images
+        elif path.exists():
+            paths.append(path)
+        elif glob.has_magic(str(item)):
+            matches = sorted(glob.glob(str(item), recursive=recursive))
+            images = [Path(m) for m in matches if Path(m).is_file()]
+            if not images:
+                raise FileNotFoundError(f"pattern {item} matches no file")
+            paths += images
+        else:
+            raise FileNotFoundError(f"image {path} does not exist")
+    unique = list(dict.fromkeys(paths))
+    return unique
+
+
+@dataclass
+class PredictSummary:
+    """What `run_predict` wrote: ``predictions.json`` and how many images and detections."""
+
+    predictions: Path
+    num_images: int
+    num_detections: int
+    num_label_maps: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def run_predict(
@@ -464,48 +492,107 @@ def run_predict(
     score_threshold: float = 0.5,
     crf: dict[str, float] | None = None,
     tta: bool = False,
-) -> Path:
-    """Predict on image files: overlays ``OUT/<name>.png`` and ``OUT/predictions.json``.
+    recursive: bool = False,
+    skip_bad: bool = False,
+) -> PredictSummary:
+    """Predict on image files, folders or glob patterns; write every task's native output.
 
-    ``predictions.json`` lists instance predictions in the COCO results format
-    (``bbox`` as xywh pixels, ``category_id`` mapped back to the training data's ids, and for
-    instance models ``segmentation`` as compressed RLE and ``keypoints`` as flat
-    ``[x, y, v, ...]``) with a ``file_name`` field naming the input image. Every image is read
-    before anything is written. With ``crf`` (a dict of `dense_crf` parameters, ``{}`` for its
-    defaults) a semantic segmentation is refined by the fully connected CRF before it is drawn;
-    with ``tta`` an R-CNN is averaged over each image and its mirror image.
+    * ``OUT/<name>.png``: the overlay, drawn with the same ``score_threshold`` as the JSON.
+    * ``OUT/predictions.json``: COCO results, a list that pycocotools' ``loadRes`` takes as it
+      is: ``image_id``, ``file_name``, ``category_id`` (the training data's ids), ``score``;
+      ``bbox`` (xywh pixels) for detections, plus ``segmentation`` (compressed RLE) for masks
+      and ``keypoints`` (flat ``[x, y, v, ...]``) for poses; a semantic segmentation gives one
+      RLE entry per image and class present (COCO's stuff-segmentation results format).
+    * ``OUT/images.json``: the COCO ``images`` (id, file name, size) and ``categories`` that the
+      ids refer to: ``COCO("images.json").loadRes("predictions.json")`` works as it is.
+    * ``OUT/<name>_labels.png`` for a semantic segmentation: the label map as a palette PNG
+      (pixel value = class index).
+
+    Every image is read before anything is written: the first unreadable one is named and
+    nothing is written, unless ``skip_bad``, which skips and lists them. With ``crf`` (dense-CRF
+    parameters, ``{}`` for the defaults) a semantic segmentation is refined by the fully
+    connected CRF; with ``tta`` an R-CNN is averaged over each image and its mirror image.
     """
     from structvision.engine.files import write_json_atomic
-    from structvision.viz import save_png
+    from structvision.tasks.predictor import as_image, load
+    from structvision.viz import save_label_png, save_png
 
-    paths = [Path(p) for p in images]
+    paths = expand_image_inputs(images, recursive=recursive)
     if not paths:
         raise ValueError("predict needs at least one image")
-    loaded = [_read_image(p) for p in paths]  # fails on a bad file before writing anything
-    recipe, model, model_config = load_trained_model(run)
-    device = next(model.parameters()).device
-    model = _with_tta(model, recipe, model_config, tta)
-    model = _with_crf(model, recipe, crf)
+    loaded, skipped = [], []
+    for path in paths:  # fails on a bad file before writing anything
+        try:
+            loaded.append((path, as_image(path)))
+        except (OSError, ValueError) as error:
+            if not skip_bad:
+                raise ValueError(f"{error} (pass --skip-bad to skip unreadable images)") from None
+            skipped.append((path, str(error)))
+    if not loaded:
+        raise ValueError(f"none of the {len(paths)} image(s) could be read")
+    predictor = load(run, score_threshold=score_threshold, tta=tta, crf=crf)
+    model_config = predictor.model_config
     to_category = {int(k): v for k, v in model_config.get("label_to_category_id", {}).items()}
     out = Path(out)
-    paths_stems = [p.stem for p in paths]  # equal names from different folders get an index
-    results = []
-    with torch.no_grad():
-        for index, (path, image) in enumerate(zip(paths, loaded, strict=True)):
-            prediction = _to_cpu(model([image.to(device)])[0])
-            if "scores" in prediction:
-                keep = prediction["scores"] >= score_threshold
-                prediction = {
-                    k: v[keep] if torch.is_tensor(v) and v.ndim and len(v) == len(keep) else v
-                    for k, v in prediction.items()
-                }
-            name = path.stem if paths_stems.count(path.stem) == 1 else f"{path.stem}_{index}"
-            save_png(_draw(recipe, image, prediction, model_config), out / f"{name}.png")
-            results += _instance_results(path.name, prediction, to_category)
-    target = out / "predictions.json"
+    stems = [path.stem for path, _ in loaded]  # equal names from different folders get an index
+    results, image_records, num_detections = [], [], 0
+    for index, (path, image) in enumerate(loaded):
+        prediction = predictor(image)[0]
+        name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
+        save_png(predictor.draw(image, prediction), out / f"{name}.png")
+        image_id = index + 1
+        record = {
+            "id": image_id,
+            "file_name": str(path),
+            "height": int(image.shape[-2]),
+            "width": int(image.shape[-1]),
+        }
+        if "semantic" in prediction:
+            record["label_map"] = save_label_png(
+                prediction["semantic"], out / f"{name}_labels.png"
+            ).name
+            results += _semantic_results(image_id, path, prediction["semantic"], to_category)
+        instances = _instance_results(path.name, prediction, to_category)
+        for result in instances:
+            result["image_id"] = image_id
+        num_detections += len(instances)
+        results += instances
+        image_records.append(record)
+    categories = [
+        {"id": to_category.get(label, label), "name": name}
+        for label, name in enumerate(predictor.class_names)
+        if label > 0
+    ]
     out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "images.json", {"images": image_records, "categories": categories})
+    target = out / "predictions.json"
     write_json_atomic(target, results)
-    return target
+    num_label_maps = sum("label_map" in record for record in image_records)
+    return PredictSummary(target, len(loaded), num_detections, num_label_maps, skipped)
+
+
+def _semantic_results(
+    image_id: int, path: Path, semantic: torch.Tensor, to_category: dict[int, int]
+) -> list[dict]:
+    """One COCO stuff-segmentation result per class present in ``semantic (H, W)``, the
+    background (0) and ignored pixels (255) excluded: ``image_id``, ``category_id``,
+    ``segmentation`` as compressed RLE."""
+    from structvision.structures import mask_to_rle
+
+    results = []
+    for label in semantic.unique().tolist():
+        if label in (0, 255):
+            continue
+        results.append(
+            {
+                "image_id": image_id,
+                "file_name": path.name,
+                "category_id": to_category.get(label, label),
+                "segmentation": mask_to_rle(semantic == label),
+                "score": 1.0,
+            }
+        )
+    return results
 
 
 def _instance_results(file_name: str, prediction: dict, to_category: dict[int, int]) -> list[dict]:

@@ -90,15 +90,27 @@ def segmentation_evaluator(dataset: Dataset) -> SegmentationEvaluator:
 
 
 def draw_segmentation(
-    image: torch.Tensor, prediction: dict, class_names: Sequence[str]
+    image: torch.Tensor,
+    prediction: dict,
+    class_names: Sequence[str],
+    *,
+    score_threshold: float = 0.5,
 ) -> torch.Tensor:
-    """The image and its predicted label map side by side, ``(3, H, 2W)`` uint8."""
-    from structvision.viz import colorize_semantic
+    """The image and its predicted label map side by side, above a legend of the classes:
+    ``(3, s * H + legend, 2 * s * W)`` uint8, enlarged ``s`` times so that small images stay
+    legible. ``score_threshold`` does not apply to label maps."""
+    from structvision.viz import colorize_semantic, draw_legend
 
+    scale = max(1, 256 // max(image.shape[-2:]))
     picture = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     labels = colorize_semantic(prediction["semantic"])
+    if scale > 1:
+        picture = picture.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+        labels = labels.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     overlay = (0.5 * picture.float() + 0.5 * labels.float()).round().to(torch.uint8)
-    return torch.cat([picture, overlay], dim=2)
+    side_by_side = torch.cat([picture, overlay], dim=2)
+    legend = draw_legend(class_names, width=side_by_side.shape[-1])
+    return torch.cat([side_by_side, legend], dim=1)
 
 
 #: Training settings of the small FCNs on ``shapes``, from scratch.

@@ -23,8 +23,10 @@ __all__ = [
     "colorize_semantic",
     "default_skeleton",
     "draw_instances",
+    "draw_legend",
     "draw_skeletons",
     "instance_colors",
+    "save_label_png",
     "save_png",
     "semantic_palette",
     "tile_images",
@@ -245,4 +247,45 @@ def save_png(image: torch.Tensor, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     array = _to_uint8(image).permute(1, 2, 0).numpy()
     Image.fromarray(array).save(path)
+    return path
+
+
+def draw_legend(class_names: Sequence[str], *, width: int, row_height: int = 12) -> torch.Tensor:
+    """A legend strip of ``width`` pixels: a VOC-palette swatch and the name of every class.
+
+    Returns ``(3, rows * row_height, width)`` uint8 on white, as many names per row as fit.
+    """
+    palette = semantic_palette(max(len(class_names), 1))
+    entries = [(str(name), tuple(palette[i].tolist())) for i, name in enumerate(class_names)]
+    longest = max((len(name) for name, _ in entries), default=1)
+    cell = 6 * longest + row_height + 6  # PIL's default font is about 6 pixels per character
+    per_row = max(width // cell, 1)
+    rows = max(-(-len(entries) // per_row), 1)
+    picture = Image.new("RGB", (width, rows * row_height), (255, 255, 255))
+    draw = ImageDraw.Draw(picture)
+    for index, (name, color) in enumerate(entries):
+        x, y = (index % per_row) * cell, (index // per_row) * row_height
+        draw.rectangle([x + 1, y + 2, x + row_height - 3, y + row_height - 2], fill=color)
+        draw.text((x + row_height, y), name, fill=(0, 0, 0))
+    array = torch.from_numpy(np.asarray(picture).copy())
+    return array.permute(2, 0, 1).contiguous()
+
+
+def save_label_png(labels: torch.Tensor, path: str | Path) -> Path:
+    """Save an ``(H, W)`` label map (values 0..255, 255 = ignore) as a palette PNG.
+
+    The pixel values are the class indices; the palette (VOC's, ignore white) only shows them.
+    """
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got {tuple(labels.shape)}")
+    values = labels.detach().cpu().long()
+    if values.numel() and (values.min() < 0 or values.max() > 255):
+        raise ValueError("labels must lie in [0, 255] to be saved as a palette PNG")
+    palette = semantic_palette()
+    palette[255] = torch.tensor([255, 255, 255], dtype=torch.uint8)
+    picture = Image.fromarray(values.to(torch.uint8).numpy(), mode="P")
+    picture.putpalette(palette.flatten().tolist())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
     return path

@@ -1,0 +1,125 @@
+"""`structvision predict` and `structvision.load`: complete, loadable predictions.
+
+Each test guards a defect of issue 22 that it reproduced on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from cli_toys import DATA
+from PIL import Image
+from pycocotools.coco import COCO
+from typer.testing import CliRunner
+
+import structvision
+from structvision.cli import app
+from structvision.data.spec import build_dataset
+from structvision.viz import save_png
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def trained(init_net_recipe, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "init_net", "--data", DATA, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "images"
+    for index in range(3):
+        image, _ = build_dataset(DATA, split="val")[index]
+        save_png(image, folder / ("sub" if index == 2 else "") / f"im{index}.png")
+    return run, folder
+
+
+def _predict(run, *inputs, out, extra=()):
+    return runner.invoke(app, ["predict", str(run), *map(str, inputs), "--out", str(out), *extra])
+
+
+def test_predictions_load_in_pycocotools_as_written(trained, tmp_path):
+    run, folder = trained
+    out = tmp_path / "p"
+    result = _predict(
+        run, folder / "im0.png", folder / "im1.png", out=out, extra=["--score-threshold", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 images, 2 detections scoring >= 0" in result.output
+    ground = COCO(str(out / "images.json"))
+    loaded = ground.loadRes(str(out / "predictions.json"))
+    assert sorted(loaded.getImgIds()) == [1, 2]
+    assert len(loaded.getAnnIds()) == 2
+    files = {image["id"]: image["file_name"] for image in ground.dataset["images"]}
+    assert files == {1: str(folder / "im0.png"), 2: str(folder / "im1.png")}
+    assert ground.dataset["images"][0]["width"] == 48
+
+
+def test_overlays_follow_the_score_threshold(trained, tmp_path):
+    run, folder = trained
+    shown = _predict(
+        run, folder / "im0.png", out=tmp_path / "low", extra=["--score-threshold", "0"]
+    )
+    hidden = _predict(
+        run, folder / "im0.png", out=tmp_path / "high", extra=["--score-threshold", "1"]
+    )
+    assert shown.exit_code == 0 and hidden.exit_code == 0
+    low = np.asarray(Image.open(tmp_path / "low" / "im0.png"))
+    high = np.asarray(Image.open(tmp_path / "high" / "im0.png"))
+    assert (low != high).any()  # the toy scores about 1/6: drawn at 0, not at 1
+    assert json.loads((tmp_path / "high" / "predictions.json").read_text()) == []
+    # (before the fix the drawing kept its own 0.5 cut-off, so both overlays were the same)
+
+
+def test_folders_patterns_and_recursion(trained, tmp_path):
+    run, folder = trained
+    flat = _predict(run, folder, out=tmp_path / "a")
+    assert flat.exit_code == 0, flat.output
+    assert "2 images" in flat.output
+    deep = _predict(run, folder, out=tmp_path / "b", extra=["--recursive"])
+    assert "3 images" in deep.output
+    pattern = _predict(run, f"{folder}/*.png", out=tmp_path / "c")
+    assert "2 images" in pattern.output
+    nothing = _predict(run, f"{folder}/*.jpg", out=tmp_path / "d")
+    assert nothing.exit_code == 2 and "matches no file" in nothing.output
+
+
+def test_a_bad_image_is_named_or_skipped(trained, tmp_path):
+    run, folder = trained
+    (folder / "bad.png").write_bytes(b"not an image")
+    refused = _predict(run, folder, out=tmp_path / "p")
+    assert refused.exit_code == 2 and "bad.png" in refused.output
+    assert not (tmp_path / "p").exists()  # nothing written
+    skipped = _predict(run, folder, out=tmp_path / "q", extra=["--skip-bad"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "skipped" in skipped.output and "bad.png" in skipped.output
+    assert "2 images" in skipped.output and "1 skipped" in skipped.output
+
+
+def test_load_gives_a_predictor_for_paths_tensors_and_arrays(trained, tmp_path):
+    run, folder = trained
+    predictor = structvision.load(run, score_threshold=0.0)
+    path = folder / "im0.png"
+    from_path = predictor(path)
+    assert len(from_path) == 1 and from_path[0]["boxes"].shape == (1, 4)
+    image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1)
+    variants = [
+        predictor(str(path))[0],
+        predictor(image)[0],  # uint8
+        predictor(image.float() / 255)[0],
+        predictor(np.asarray(Image.open(path)))[0],
+        predictor(Image.open(path))[0],
+        predictor([path, path])[1],
+    ]
+    for prediction in variants:
+        assert torch.allclose(prediction["boxes"], from_path[0]["boxes"], atol=1e-5)
+    overlay = predictor.draw(path)
+    assert overlay.dtype == torch.uint8 and overlay.shape[0] == 3
+    _predict(run, path, out=tmp_path / "p", extra=["--score-threshold", "0"])
+    written = torch.from_numpy(np.asarray(Image.open(tmp_path / "p" / "im0.png")).copy())
+    assert torch.equal(overlay.permute(1, 2, 0), written)
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.png"):
+        predictor(tmp_path / "nowhere.png")
+    strict = structvision.load(run, score_threshold=1.0)
+    assert strict(path)[0]["boxes"].shape == (0, 4)
