@@ -16,8 +16,10 @@ models).
 from __future__ import annotations
 
 import copy
+import os
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN as TVFasterRCNN
@@ -537,3 +539,105 @@ def _load_renamed_segmenter(model: nn.Module, tv: nn.Module, renames: dict[str, 
     ours = dict(model.named_parameters())
     for name, parameter in tv.named_parameters():
         ours[rename(name)].requires_grad_(parameter.requires_grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning from torchvision's COCO-trained detectors
+
+
+def _tv_detection_builder(
+    model: nn.Module, state_dict: dict[str, Tensor]
+) -> Callable[..., nn.Module]:
+    """The torchvision builder whose state dict ``state_dict`` is, for a model like ``model``."""
+    import torchvision.models.detection as tvd
+
+    from structvision.models.detection import KeypointRCNN, MaskRCNN
+
+    v2 = "backbone.fpn.inner_blocks.0.1.running_mean" in state_dict  # v2 normalises its FPN
+    if isinstance(model, KeypointRCNN):
+        return tvd.keypointrcnn_resnet50_fpn
+    if isinstance(model, MaskRCNN):
+        return tvd.maskrcnn_resnet50_fpn_v2 if v2 else tvd.maskrcnn_resnet50_fpn
+    return tvd.fasterrcnn_resnet50_fpn_v2 if v2 else tvd.fasterrcnn_resnet50_fpn
+
+
+def read_state_dict_file(path: str | os.PathLike, *, what: str = "model.init") -> dict[str, Tensor]:
+    """A state dict from a ``.safetensors`` file or a ``torch.save`` file (loaded with
+    ``weights_only=True``; a ``{"model": state_dict}`` training checkpoint, as torchvision's
+    reference scripts write, is unwrapped). Errors name ``what`` and the file."""
+    from safetensors.torch import load_file
+
+    from structvision.safeload import load_tensors_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            state = load_file(str(path), device="cpu")
+        except Exception as error:  # safetensors' own error types
+            raise ValueError(
+                f"{what} {path} is not a readable safetensors file ({error})"
+            ) from None
+    else:
+        state = load_tensors_file(path, what=what)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{what} {path} must hold a state dict (names to tensors)")
+    return state
+
+
+def init_from_torchvision_detection(
+    model: nn.Module, state_dict: dict[str, Tensor], *, source: str = "model.init"
+) -> list[str]:
+    """Start ``model`` (a ResNet-50-FPN Faster, Mask or Keypoint R-CNN of structvision) from a
+    torchvision COCO-trained state dict, e.g. what
+    ``torchvision.models.detection.fasterrcnn_resnet50_fpn(weights="DEFAULT")`` downloads.
+
+    The state dict is loaded into the matching torchvision model (its class and keypoint counts
+    read off the state dict), converted with `from_torchvision`, and every converted tensor
+    whose name and shape ``model`` shares is copied in. The layers that depend on the classes
+    (or keypoints) of the data — the box classifier and regressor, the mask predictor, the
+    keypoint predictor — keep their fresh initialisation when ``model`` predicts another set.
+
+    Returns:
+        The names of ``model``'s tensors that were not taken from ``state_dict``.
+
+    Raises:
+        ValueError: ``state_dict`` is not a torchvision detector of that kind, or it leaves
+            more than the class-specific layers of ``model`` unset (another architecture).
+    """
+    builder = _tv_detection_builder(model, state_dict)
+    name = builder.__name__
+    try:
+        kwargs: dict[str, int] = {
+            "num_classes": int(state_dict["roi_heads.box_predictor.cls_score.weight"].shape[0])
+        }
+        if name.startswith("keypoint"):
+            kwargs["num_keypoints"] = int(
+                state_dict["roi_heads.keypoint_predictor.kps_score_lowres.weight"].shape[1]
+            )
+    except KeyError as error:
+        raise ValueError(f"{source}: not a torchvision {name} state dict (no {error})") from None
+    tv_model = builder(weights=None, weights_backbone=None, **kwargs)
+    missing, unexpected = tv_model.load_state_dict(state_dict, strict=False)
+    missing = [key for key in missing if not key.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: not a torchvision {name} state dict: {len(missing)} missing key(s) "
+            f"{missing[:3]}, {len(unexpected)} unexpected key(s) {unexpected[:3]}"
+        )
+    converted = from_torchvision(tv_model.eval()).state_dict()
+    target = model.state_dict()
+    taken = {k: v for k, v in converted.items() if k in target and target[k].shape == v.shape}
+    model.load_state_dict(taken, strict=False)
+    left = sorted(key for key in target if key not in taken)
+    foreign = [key for key in left if "predictor" not in key]
+    if foreign:
+        raise ValueError(
+            f"{source}: the {name} weights do not fit this model beyond its class-specific "
+            f"layers ({len(foreign)} tensors, first {foreign[:3]}); use model.arch="
+            f"{'resnet50_fpn_v2' if name.endswith('_v2') else 'resnet50_fpn'}"
+        )
+    return left

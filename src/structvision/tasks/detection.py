@@ -39,6 +39,7 @@ MODEL_OPTIONS = (
     "box_head",
     "trainable_layers",
     "weights_path",
+    "init",
     "proposal_mode",
     "max_proposals",
     "cache_dir",
@@ -73,10 +74,33 @@ def build_detector(*, arch: str, num_classes: int, **options: Any) -> nn.Module:
         raise RecipeError(
             f"model.arch {arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}"
         )
+    init = options.pop("init", None)
     try:
-        return builders[arch](num_classes=num_classes, **options)
+        model = builders[arch](num_classes=num_classes, **options)
     except TypeError as error:
         raise RecipeError(f"model.arch {arch!r}: {error}") from error
+    return init_from_coco(model, init, arch=arch)
+
+
+#: Architectures that ``model.init`` can start from torchvision's COCO-trained weights.
+COCO_INIT_ARCHITECTURES = ("resnet50_fpn", "resnet50_fpn_v2")
+
+
+def init_from_coco(model: nn.Module, init: str | None, *, arch: str) -> nn.Module:
+    """``model`` started from the torchvision COCO-trained state dict in the file ``init``
+    (nothing happens for ``None``); the class-specific layers stay freshly initialised."""
+    if init is None:
+        return model
+    from structvision.convert import init_from_torchvision_detection, read_state_dict_file
+
+    if arch not in COCO_INIT_ARCHITECTURES:
+        raise RecipeError(
+            f"model.init starts from torchvision's COCO-trained weights, which exist for "
+            f"model.arch {' or '.join(COCO_INIT_ARCHITECTURES)}, not {arch!r}"
+        )
+    state_dict = read_state_dict_file(init, what="model.init")
+    init_from_torchvision_detection(model, state_dict, source=f"model.init {init}")
+    return model
 
 
 def coco_evaluator(

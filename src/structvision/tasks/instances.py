@@ -32,7 +32,7 @@ from structvision.data.collate import collate_detection
 from structvision.data.spec import DataSpec, build_dataset, parse_spec
 from structvision.data.transforms import detection_train_transforms
 from structvision.evaluation import COCOEvaluator
-from structvision.tasks.detection import SMALL_DETECTOR_TRAINING, coco_evaluator
+from structvision.tasks.detection import SMALL_DETECTOR_TRAINING, coco_evaluator, init_from_coco
 from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
 
 __all__ = [
@@ -68,6 +68,7 @@ MASK_MODEL_OPTIONS = (
     "box_head",
     "trainable_layers",
     "weights_path",
+    "init",
 )
 #: ``--set model.KEY=VALUE`` options of ``keypoint_rcnn``; ``keypoint_sigmas`` is not a network
 #: setting but the OKS sigmas stored with the model (needed for COCO files of a new layout).
@@ -83,6 +84,7 @@ KEYPOINT_MODEL_OPTIONS = (
     "keypoint_roi_expansion",
     "trainable_layers",
     "weights_path",
+    "init",
     "keypoint_sigmas",
 )
 
@@ -95,10 +97,12 @@ MASK_POOLERS = ("align", "pool")
 def _build(builders: dict[str, Callable[..., nn.Module]], arch: str, **kwargs: Any) -> nn.Module:
     if arch not in builders:
         raise RecipeError(f"model.arch {arch!r} is unknown; choose one of {', '.join(builders)}")
+    init = kwargs.pop("init", None)
     try:
-        return builders[arch](**kwargs)
+        model = builders[arch](**kwargs)
     except TypeError as error:  # an option this architecture does not have
         raise RecipeError(f"model.arch {arch!r}: {error}") from error
+    return init_from_coco(model, init, arch=arch)
 
 
 def build_mask_rcnn(*, arch: str, num_classes: int, **options: Any) -> nn.Module:
