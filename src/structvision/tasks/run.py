@@ -351,7 +351,12 @@ def load_trained_model(path: str | Path) -> tuple[Recipe, nn.Module, dict[str, A
     model_config = read_checkpoint_config(checkpoint)["model"]
     name = model_config.get("recipe") if isinstance(model_config, dict) else None
     if not name:
-        raise RecipeError(f"checkpoint {checkpoint}: config.json does not name the model's recipe")
+        raise RecipeError(
+            f"checkpoint {checkpoint}: config.json does not name the model's recipe; for eval "
+            "and predict to rebuild a model trained with fit(), its model_config must hold "
+            "'recipe' (a name from 'structvision recipes') and 'kwargs' (the arguments of that "
+            "recipe's model builder)"
+        )
     try:
         recipe = get_recipe(name)
     except RecipeError as error:
