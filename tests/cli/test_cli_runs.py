@@ -239,3 +239,29 @@ def test_kill_9_then_resume_finishes_the_run(tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert f"max_steps 100000 -> {newest + 2}" in resumed.stdout
     assert (run / "checkpoints" / f"step_{newest + 2:06d}").is_dir()
+
+
+def test_train_options_have_help_text():
+    result = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    text = " ".join(result.output.replace("│", " ").split())
+    for phrase in (
+        "Optimizer steps to train for (default: the recipe's)",
+        "Processes (devices) per machine (default: 1)",
+        "Machines (default: 1)",
+        "(default: 0; a resumed run keeps its own)",
+    ):
+        assert phrase in text, phrase
+
+
+def test_terminal_progress_shows_the_loss_at_every_step(monkeypatch):
+    from structvision.engine.progress import TrainingProgress
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    progress = TrainingProgress(total=3, enabled=True)
+    assert progress.mode == "bar" and progress.wants_every_step
+    with progress:
+        progress.step(step=1, loss=0.25, lr=0.01)
+        task = progress._bar._progress.tasks[0]
+        assert task.completed == 1 and task.fields["status"] == "loss 0.2500  lr 0.01"
+    assert TrainingProgress(total=3, enabled=False).mode == "off"

@@ -405,5 +405,8 @@ def test_train_on_two_cpu_processes_from_the_command_line(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Starting with 2 processes" in result.stdout + result.stderr
+    assert result.stdout.count("run written to") == 1  # only rank 0 prints
+    assert result.stdout.count("bbox/AP50") == 1
+    assert result.stdout.count("parameters (") == 1
     assert (run / "checkpoints" / "step_000002" / "model.safetensors").is_file()
     assert "bbox/AP" in json.loads((run / "metrics.json").read_text())
