@@ -32,8 +32,15 @@ from structvision.data.synthetic.shapes import (
     sample_rng,
     sample_scene,
 )
+from structvision.data.synthetic.world import WorldDataset, WorldFlowDataset, WorldStereoDataset
 
-GENERATORS: dict[str, type] = {"shapes": ShapesDataset, "shapes-pose": ShapesPoseDataset}
+GENERATORS: dict[str, type] = {
+    "shapes": ShapesDataset,
+    "shapes-pose": ShapesPoseDataset,
+    "world": WorldDataset,
+    "world-stereo": WorldStereoDataset,
+    "world-flow": WorldFlowDataset,
+}
 
 __all__ = [
     "CLASS_NAMES",

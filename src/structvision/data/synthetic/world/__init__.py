@@ -4,6 +4,11 @@
 :mod:`~structvision.data.synthetic.world.raycast` renders every layer of a view exactly.
 """
 
+from structvision.data.synthetic.world.dataset import (
+    WorldDataset,
+    WorldFlowDataset,
+    WorldStereoDataset,
+)
 from structvision.data.synthetic.world.raycast import RenderLayers, project, render
 from structvision.data.synthetic.world.scene import (
     CLASS_NAMES,
@@ -24,7 +29,10 @@ __all__ = [
     "Motion",
     "RenderLayers",
     "WorldConfig",
+    "WorldDataset",
+    "WorldFlowDataset",
     "WorldScene",
+    "WorldStereoDataset",
     "camera_at",
     "project",
     "render",
