@@ -132,3 +132,25 @@ def test_world_specs_are_deterministic_and_splits_disjoint():
     assert not torch.equal(a[1][0], v[1][0])
     with pytest.raises(ValueError, match="image_size"):
         build_dataset("world:height=4", split="train")
+
+
+def test_render_cache_gives_the_same_samples_and_keys_on_every_setting(tmp_path):
+    plain = WorldStereoDataset(split="val", num_images=2, **SIZE)
+    cached = WorldStereoDataset(split="val", num_images=2, cache=str(tmp_path), **SIZE)
+    for _ in range(2):  # a miss, then a hit
+        image, target = cached[1]
+        expected_image, expected = plain[1]
+        assert torch.equal(image, expected_image)
+        assert target.keys() == expected.keys()
+        assert all(torch.equal(target[key], expected[key]) for key in expected)
+    files = list(cached.cache_dir.glob("*.safetensors"))
+    assert [p.name for p in files] == ["0000001.safetensors"]
+    other = WorldStereoDataset(split="val", num_images=2, cache=str(tmp_path), baseline=0.3, **SIZE)
+    assert other.cache_dir != cached.cache_dir
+    assert (
+        WorldStereoDataset(split="train", num_images=2, cache=str(tmp_path), **SIZE).cache_dir
+        != cached.cache_dir
+    )
+    files[0].write_bytes(b"damaged")  # a damaged file is rendered again and replaced
+    assert torch.equal(cached[1][0], expected_image)
+    assert torch.equal(cached[1][1]["disparity"], expected["disparity"])

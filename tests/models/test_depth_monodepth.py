@@ -268,3 +268,20 @@ def test_resnet18_loads_torchvision_weights_and_runs(tmp_path) -> None:
     assert isinstance(model.encoder.resnet.bn1, torch.nn.BatchNorm2d)
     prediction = model.eval()(_images(1, 33, 65))[0]
     assert prediction["disparity"].shape == (33, 65)
+
+
+def test_disparity_heads_start_at_the_initial_disparity():
+    import torch as _torch
+
+    from structvision.models.depth import monodepth_small
+
+    _torch.manual_seed(0)
+    model = monodepth_small(width=8).eval()
+    with _torch.no_grad():
+        pyramid = model.disparity_pyramid(_torch.rand(2, 3, 64, 128))
+    for disparity in pyramid:  # every scale starts near 0.02 of the width, not max_disp / 2
+        assert abs(float(disparity.mean()) - 0.02) < 0.005
+    with pytest.raises(ValueError, match="initial_disp"):
+        from structvision.models.depth import MonodepthDecoder
+
+        MonodepthDecoder(encoder_channels=(8, 8, 16, 32, 64), max_disp=0.3, initial_disp=0.5)

@@ -1,7 +1,8 @@
 """The run folder's metric files: ``metrics.jsonl`` (one line per log event), ``metrics.json``.
 
 Each ``metrics.jsonl`` line is a JSON object with ``"kind": "train"`` (``step``, ``epoch``,
-``lr``, every loss term, ``total_loss``, ``sec_per_step``, ``samples_per_sec`` and, with
+``lr``, every loss term, ``total_loss``, ``sec_per_step``, ``data_sec_per_step`` (waiting for
+batches), ``samples_per_sec`` and, with
 clipping, ``grad_norm``) or ``"kind": "eval"`` (``step`` and the evaluator's flat metrics).
 """
 

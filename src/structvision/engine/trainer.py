@@ -258,6 +258,7 @@ class _Loop:
         self.metrics_log = metrics_log
         self.dataset_size = dataset_size
         self.samples_per_step = config.batch_size * config.grad_accum_steps * fabric.world_size
+        self.data_seconds = 0.0  # waiting for batches since the last log line
 
     def run(
         self,
@@ -317,7 +318,10 @@ class _Loop:
         fabric, accum = self.fabric, self.config.grad_accum_steps
         loss_sums: dict[str, torch.Tensor] = {}
         for micro_step in range(accum):
-            images, targets = _unpack_batch(next(batches), device=fabric.device)
+            waited = time.perf_counter()
+            batch = next(batches)
+            self.data_seconds += time.perf_counter() - waited
+            images, targets = _unpack_batch(batch, device=fabric.device)
             with fabric.no_backward_sync(self.ddp_model, enabled=micro_step < accum - 1):
                 loss_dict = self.ddp_model(images, targets)
                 total_loss = self.check_finite(loss_dict=loss_dict, step=step)
@@ -391,8 +395,10 @@ class _Loop:
             "lr": lr,
             **losses,
             "sec_per_step": sec_per_step,
+            "data_sec_per_step": self.data_seconds / max(window.num_steps, 1),
             "samples_per_sec": self.samples_per_step / sec_per_step if sec_per_step > 0 else 0.0,
         }
+        self.data_seconds = 0.0
         if window.grad_norms:
             record["grad_norm"] = float(torch.stack(window.grad_norms).mean())
         self.metrics_log.write(record)

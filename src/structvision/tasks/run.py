@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -512,6 +513,9 @@ def run_predict(
       ids refer to: ``COCO("images.json").loadRes("predictions.json")`` works as it is.
     * ``OUT/<name>_labels.png`` for a semantic segmentation: the label map as a palette PNG
       (pixel value = class index).
+    * ``OUT/<name>_depth.png`` and ``OUT/<name>_depth.npy`` for a depth model: the depth in
+      metres as KITTI's 16-bit PNG (value / 256 = metres, 0 = none) and as float32 numpy; the
+      overlay shows the colour-mapped disparity under the image.
 
     Every image is read before anything is written: the first unreadable one is named and
     nothing is written, unless ``skip_bad``, which skips and lists them. With ``crf`` (dense-CRF
@@ -520,7 +524,7 @@ def run_predict(
     """
     from structvision.engine.files import write_json_atomic
     from structvision.tasks.predictor import as_image, load
-    from structvision.viz import save_label_png, save_png
+    from structvision.viz import save_depth_png, save_label_png, save_png
 
     paths = expand_image_inputs(images, recursive=recursive)
     if not paths:
@@ -552,6 +556,11 @@ def run_predict(
             "height": int(image.shape[-2]),
             "width": int(image.shape[-1]),
         }
+        if "depth" in prediction:
+            depth = prediction["depth"].float()
+            np.save(out / f"{name}_depth.npy", depth.numpy())
+            record["depth"] = save_depth_png(depth, out / f"{name}_depth.png").name
+            record["depth_npy"] = f"{name}_depth.npy"
         if "semantic" in prediction:
             record["label_map"] = save_label_png(
                 prediction["semantic"], out / f"{name}_labels.png"

@@ -21,11 +21,13 @@ from structvision.data.synthetic.figures import SKELETON as STICK_FIGURE_SKELETO
 __all__ = [
     "COCO_PERSON_SKELETON",
     "colorize_semantic",
+    "colorize_values",
     "default_skeleton",
     "draw_instances",
     "draw_legend",
     "draw_skeletons",
     "instance_colors",
+    "save_depth_png",
     "save_label_png",
     "save_png",
     "semantic_palette",
@@ -285,6 +287,64 @@ def save_label_png(labels: torch.Tensor, path: str | Path) -> Path:
     palette[255] = torch.tensor([255, 255, 255], dtype=torch.uint8)
     picture = Image.fromarray(values.to(torch.uint8).numpy(), mode="P")
     picture.putpalette(palette.flatten().tolist())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return path
+
+
+#: Anchor colours of a perceptually ordered dark-to-bright map (close to matplotlib's "magma").
+_MAGMA_ANCHORS = (
+    (0, 0, 4),
+    (28, 16, 68),
+    (79, 18, 123),
+    (129, 37, 129),
+    (181, 54, 122),
+    (229, 80, 100),
+    (251, 135, 97),
+    (254, 194, 135),
+    (252, 253, 191),
+)
+
+
+def colorize_values(
+    values: torch.Tensor, *, vmin: float | None = None, vmax: float | None = None
+) -> torch.Tensor:
+    """Colour an ``(H, W)`` map (disparity, inverse depth, error) dark to bright, low to high.
+
+    ``vmin``/``vmax`` default to the 1st and 99th percentiles of the finite values; non-finite
+    pixels are black. Returns ``(3, H, W)`` uint8.
+    """
+    if values.ndim != 2:
+        raise ValueError(f"values must be (H, W), got {tuple(values.shape)}")
+    data = values.detach().float().cpu()
+    finite = torch.isfinite(data)
+    if finite.any():
+        known = data[finite]
+        low = float(torch.quantile(known, 0.01)) if vmin is None else vmin
+        high = float(torch.quantile(known, 0.99)) if vmax is None else vmax
+    else:
+        low, high = 0.0, 1.0
+    scaled = ((data - low) / max(high - low, 1e-12)).clamp(0, 1)
+    scaled = torch.where(finite, scaled, torch.zeros_like(scaled))
+    anchors = torch.tensor(_MAGMA_ANCHORS, dtype=torch.float32)  # (A, 3)
+    position = scaled * (len(anchors) - 1)
+    index = position.floor().long().clamp(max=len(anchors) - 2)
+    weight = (position - index)[..., None]
+    colors = anchors[index] * (1 - weight) + anchors[index + 1] * weight  # (H, W, 3)
+    colors[~finite] = 0
+    return colors.round().to(torch.uint8).permute(2, 0, 1).contiguous()
+
+
+def save_depth_png(depth: torch.Tensor, path: str | Path) -> Path:
+    """Save an ``(H, W)`` depth map in metres as KITTI's 16-bit PNG: value = round(depth * 256),
+    0 = invalid (non-finite, non-positive, or beyond 255.99 m)."""
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be (H, W), got {tuple(depth.shape)}")
+    data = depth.detach().double().cpu()
+    valid = torch.isfinite(data) & (data > 0) & (data * 256 < 65535.5)
+    scaled = torch.where(valid, (data * 256).round(), torch.zeros_like(data))
+    picture = Image.fromarray(scaled.numpy().astype(np.uint16))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path)

@@ -23,8 +23,13 @@ torch ray caster. Targets follow the library's contracts (DESIGN.md): ``(H, W)``
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +51,11 @@ from structvision.data.synthetic.world.scene import (
     world_rng,
 )
 
-__all__ = ["WorldDataset", "WorldFlowDataset", "WorldStereoDataset"]
+__all__ = ["RENDER_VERSION", "WorldDataset", "WorldFlowDataset", "WorldStereoDataset"]
+
+#: Bumped whenever a change to the renderer or the samplers changes what a sample holds; part
+#: of the render cache's key, so an old cache is never read by new code.
+RENDER_VERSION = 1
 
 Transform = Callable[[Tensor, dict], tuple[Tensor, dict]]
 
@@ -94,6 +103,7 @@ class _WorldBase(Dataset):
         transforms: Transform | None = None,
         height: int | None = None,
         width: int | None = None,
+        cache: bool | str = False,
         **config_overrides: Any,
     ) -> None:
         if not isinstance(split, str) or not split:
@@ -111,6 +121,61 @@ class _WorldBase(Dataset):
         self.class_names: tuple[str, ...] = ("__background__", *CLASS_NAMES)
         self.categories = [{"id": i + 1, "name": name} for i, name in enumerate(CLASS_NAMES)]
         self.camera = Camera.from_config(self.config)
+        self.cache_dir = self._cache_folder(cache)
+
+    def _cache_folder(self, cache: bool | str) -> Path | None:
+        """``None`` (no cache), or the folder of this generator, config, seed and split."""
+        if cache is False or cache is None:
+            return None
+        if cache is True:
+            root = os.environ.get("STRUCTVISION_CACHE") or Path.home() / ".cache" / "structvision"
+            root = Path(root) / "world"
+        else:
+            root = Path(cache)
+        record = {
+            "kind": self.kind,
+            "version": RENDER_VERSION,
+            "config": dataclasses.asdict(self.config),
+            "seed": self.seed,
+            "split": self.split,
+        }
+        key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+        return root / f"{self.kind}-{key}"
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        if not 0 <= index < self.num_images:
+            raise IndexError(f"index {index} out of range for {self.num_images} samples")
+        if self.cache_dir is None:
+            image, target = self._render(index)
+        else:
+            image, target = self._cached(index)
+        if self.transforms is not None:
+            return self.transforms(image, target)
+        return image, target
+
+    def _cached(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """The sample from the render cache, rendered and stored (atomically) on a miss."""
+        from safetensors.torch import load_file, save_file
+
+        path = self.cache_dir / f"{index:07d}.safetensors"
+        if path.is_file():
+            try:
+                tensors = load_file(str(path))
+                return tensors.pop("image"), tensors
+            except Exception:  # a damaged file: render again and replace it
+                pass
+        image, target = self._render(index)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file(
+            {"image": image.contiguous(), **{k: v.contiguous() for k, v in target.items()}},
+            str(tmp),
+        )
+        os.replace(tmp, path)
+        return image, target
+
+    def _render(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return self.num_images
@@ -129,11 +194,6 @@ class _WorldBase(Dataset):
             "intrinsics": self.camera.intrinsics(),
         }
 
-    def _finish(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
-        if self.transforms is not None:
-            return self.transforms(image, target)
-        return image, target
-
 
 class WorldDataset(_WorldBase):
     """``world``: one view of a procedural 3D scene with every exact layer (module docstring).
@@ -143,9 +203,13 @@ class WorldDataset(_WorldBase):
         config: base :class:`WorldConfig`; ``height``/``width`` and any ``WorldConfig`` field
             given as keyword replace its values (``world:height=64,width=128,num_objects=(2,4)``).
         transforms: optional ``transforms(image, target) -> (image, target)``.
+        cache: keep rendered samples on disk and read them back: ``True`` for
+            ``$STRUCTVISION_CACHE/world`` (default ``~/.cache/structvision/world``) or a folder.
+            Each generator, config, seed and split gets its own sub-folder (a hash of them and
+            of `RENDER_VERSION`), so a changed setting never reads another's renders.
     """
 
-    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+    def _render(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         scene = self._scene(index)
         layers = render(scene, self.camera)
         objects = instance_targets(layers)
@@ -167,7 +231,7 @@ class WorldDataset(_WorldBase):
             "albedo": layers.albedo,
             "shading": layers.shading,
         }
-        return self._finish(layers.image, target)
+        return layers.image, target
 
 
 def _other_view_valid(scene, points: Tensor, camera: Camera) -> Tensor:
@@ -185,7 +249,7 @@ class WorldStereoDataset(_WorldBase):
 
     kind = "world-stereo"
 
-    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+    def _render(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         scene = self._scene(index)
         right_camera = self.camera.shifted(self.config.baseline)
         left, right = render(scene, self.camera), render(scene, right_camera)
@@ -203,7 +267,7 @@ class WorldStereoDataset(_WorldBase):
             "valid": valid_left.reshape(height, width),
             "valid_right": valid_right.reshape(height, width),
         }
-        return self._finish(left.image, target)
+        return left.image, target
 
 
 class WorldFlowDataset(_WorldBase):
@@ -213,9 +277,9 @@ class WorldFlowDataset(_WorldBase):
 
     kind = "world-flow"
 
-    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+    def _render(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         first, _, target = self.render_pair(index)
-        return self._finish(first.image, target)
+        return first.image, target
 
     def render_pair(self, index: int) -> tuple[RenderLayers, RenderLayers, dict[str, Tensor]]:
         """Every layer of both frames of sample ``index``, and its target (no transforms)."""
