@@ -80,7 +80,8 @@ def data_synth(
         str,
         typer.Argument(
             help="Built-in generator with optional settings: 'shapes', 'shapes-pose', "
-            "'shapes:figures=true,max_objects=8'."
+            "'shapes:figures=true,max_objects=8', 'world-stereo' (written in the KITTI stereo "
+            "2015 layout)."
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (images/ + annotations.json).")],
@@ -126,6 +127,19 @@ def data_synth(
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task(f"writing {name}", total=num_images)
+        if generator == "world-stereo":
+            from structvision.data.stereo import write_kitti_stereo
+
+            path = write_kitti_stereo(
+                dataset,
+                out,
+                num_images=num_images,
+                progress=lambda done, total: progress.update(bar, completed=done),
+            )
+            console.print(
+                f"wrote {num_images} stereo pairs in the KITTI stereo 2015 layout to {path}"
+            )
+            return
         path = write_coco(
             dataset,
             out,

@@ -27,6 +27,30 @@ def test_monodepth_trains_evaluates_and_predicts_depth(tmp_path):
     assert {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"} <= set(metrics)
     evaluated = runner.invoke(app, ["eval", str(run), "--data", DATA])
     assert evaluated.exit_code == 0, evaluated.output
+    # the same pairs written in the KITTI stereo layout evaluate alike (8-bit images, 16-bit
+    # disparities: close, not equal)
+    kitti = tmp_path / "kitti"
+    synth = ["data", "synth", "world-stereo:height=64,width=128", "--out", str(kitti)]
+    assert runner.invoke(app, [*synth, "--num-images", "2", "--split", "val"]).exit_code == 0
+    on_kitti = runner.invoke(
+        app, ["eval", str(run), "--data", str(kitti), "--out", str(tmp_path / "k.json")]
+    )
+    assert on_kitti.exit_code == 0, on_kitti.output
+    direct = runner.invoke(
+        app,
+        [
+            "eval",
+            str(run),
+            "--data",
+            f"{DATA.replace('4', '2')}",
+            "--out",
+            str(tmp_path / "w.json"),
+        ],
+    )
+    kitti_metrics = json.loads((tmp_path / "k.json").read_text())["metrics"]
+    world_metrics = json.loads((tmp_path / "w.json").read_text())["metrics"]
+    assert direct.exit_code == 0
+    assert abs(kitti_metrics["abs_rel"] - world_metrics["abs_rel"]) < 0.05
     image, target = build_dataset(DATA, split="val")[0]
     save_png(image, tmp_path / "x.png")
     out = tmp_path / "p"

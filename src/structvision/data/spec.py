@@ -16,6 +16,8 @@ or a path to data on disk in a standard format:
                               (each one is warned about) instead of refusing the dataset
     path/to/VOC2007           a Pascal VOC folder (Annotations/, JPEGImages/, ImageSets/Main/),
                               or a VOCdevkit folder holding one; the split picks the image set
+    path/to/kitti/training    a KITTI stereo 2015 folder (image_2/, image_3/, disp_occ_0/, ...)
+    path/to/middlebury        Middlebury 2014 scenes (folders with im0.png, im1.png, disp0.pfm)
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ DEFAULT_NUM_IMAGES = {"train": 100_000, "val": 500}
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A parsed SPEC: ``kind`` is ``"generator"``, ``"coco"`` or ``"voc"``."""
+    """A parsed SPEC: ``kind`` is ``"generator"``, ``"coco"``, ``"voc"``, ``"kitti_stereo"`` or
+    ``"middlebury"``."""
 
     kind: str
     name: str
@@ -92,6 +95,12 @@ def parse_spec(spec: str) -> DataSpec:
         )
     if path.is_dir() and _is_voc_folder(path):
         return DataSpec(kind="voc", name="voc", options=options, path=path)
+    if path.is_dir() and (path / "image_2").is_dir() and (path / "image_3").is_dir():
+        return DataSpec(kind="kitti_stereo", name="kitti_stereo", options=options, path=path)
+    if path.is_dir() and (
+        (path / "im0.png").is_file() or any((p / "im0.png").is_file() for p in path.iterdir())
+    ):
+        return DataSpec(kind="middlebury", name="middlebury", options=options, path=path)
     if path.is_dir():
         annotations = path / "annotations.json"
         if not annotations.is_file():
@@ -141,6 +150,11 @@ def build_dataset(spec: str | DataSpec, *, split: str = "train", **kwargs: Any) 
         if not (root / "ImageSets" / "Main" / f"{image_set}.txt").is_file():
             image_set = {"trainval": "train", "test": "val"}.get(image_set, image_set)
         return _construct(VOCDetection, spec, root, image_set=image_set, **spec.options, **kwargs)
+    if spec.kind in ("kitti_stereo", "middlebury"):  # the folder is the split
+        from structvision.data.stereo import KittiStereoDataset, MiddleburyDataset
+
+        reader = KittiStereoDataset if spec.kind == "kitti_stereo" else MiddleburyDataset
+        return _construct(reader, spec, spec.path, **spec.options, **kwargs)
     from structvision.data.coco import CocoDataset
 
     return _construct(CocoDataset, spec, spec.path, **spec.options, **kwargs)
