@@ -3,8 +3,8 @@
 Each stage writes its pictures and numbers into the demo folder and adds a section to
 ``index.html``: the built-in data and its COCO round trip, then three models trained from
 scratch on this machine — Mask R-CNN (a Faster R-CNN with a mask branch: boxes and instance
-masks), Keypoint R-CNN on stick figures (pose), and FCN-8s semantic segmentation before and
-after the dense CRF. The budgets are small: the tour shows the pipeline end to end, the
+masks), Keypoint R-CNN on stick figures (pose), FCN-8s semantic segmentation before and
+after the dense CRF, and Monodepth learning depth from ray-cast stereo pairs. The budgets are small: the tour shows the pipeline end to end, the
 benchmarks (``benchmarks/``, ``BENCHMARKS.md``) measure quality.
 """
 
@@ -35,8 +35,8 @@ _MARKER = ".structvision-demo"
 
 #: Training steps of the full tour (about 10 minutes on a 2-core CPU) and of ``--quick``
 #: (about 2 minutes), per model: Mask R-CNN, Keypoint R-CNN, FCN-8s.
-FULL_TRAIN_STEPS = {"mask_rcnn": 500, "keypoint_rcnn": 300, "fcn8s": 600}
-QUICK_TRAIN_STEPS = {"mask_rcnn": 120, "keypoint_rcnn": 60, "fcn8s": 150}
+FULL_TRAIN_STEPS = {"mask_rcnn": 500, "keypoint_rcnn": 300, "fcn8s": 600, "monodepth": 150}
+QUICK_TRAIN_STEPS = {"mask_rcnn": 120, "keypoint_rcnn": 60, "fcn8s": 150, "monodepth": 40}
 
 #: Dense-CRF parameters for the demo's 128-pixel images (pydensecrf's defaults are meant for
 #: ~500x375 photographs: a 80-pixel bilateral window would span most of a 128-pixel image).
@@ -60,7 +60,8 @@ ROADMAP = (
         "FCN-32s/16s/8s, DeepLabV3/FCN-ResNet conversion, dense CRF (inference, layer, loss)",
         "ready",
     ),
-    ("SINT tracking, depth, optical flow", "planned"),
+    ("3D world renderer (stereo, depth, flow, normals); Monodepth from stereo", "in progress"),
+    ("SINT tracking, optical flow, normals and reflectance", "planned"),
 )
 
 
@@ -368,6 +369,63 @@ def _segmentation_stage(
     return section, metrics
 
 
+def _depth_stage(out: Path, settings: DemoSettings, console: Console) -> tuple[ReportSection, dict]:
+    from structvision.data.spec import build_dataset
+    from structvision.tasks.run import load_trained_model
+    from structvision.viz import colorize_values
+
+    steps = settings.train_steps["monodepth"]
+    run = out / "monodepth"
+    cache = out / "world-cache"  # each pair is rendered once, then read back
+    data = f"world-stereo:num_images={25 * settings.batch_size},cache={cache}"
+    val = f"world-stereo:num_images={max(10, settings.val_images // 5)},cache={cache}"
+    console.print(
+        f"  Monodepth on ray-cast stereo pairs: {steps} steps learning depth from the left image "
+        "alone, with the right image as the only supervision; then abs_rel and a1 against the "
+        "exact depth"
+    )
+    metrics = _train("monodepth", run, data=data, val_data=val, steps=steps, settings=settings)
+    console.print(
+        f"  abs_rel {metrics['abs_rel']:.3f}, a1 {metrics['a1']:.3f}, rmse {metrics['rmse']:.2f} m "
+        f"— run in {run}"
+    )
+    _, model, _ = load_trained_model(run)
+    dataset = build_dataset(val, split="val")
+    rows = []
+    with torch.no_grad():
+        for index in range(min(3, len(dataset))):
+            image, target = dataset[index]
+            device = next(model.parameters()).device
+            predicted = model([image.to(device)])[0]["disparity"].cpu()
+            true = target["disparity"]
+            high = float(true.quantile(0.99))
+            rows.append(
+                torch.cat(
+                    [
+                        (image * 255).round().to(torch.uint8),
+                        colorize_values(predicted, vmin=0.0, vmax=high),
+                        colorize_values(true, vmin=0.0, vmax=high),
+                    ],
+                    dim=2,
+                )
+            )
+    save_png(tile_images(rows, columns=1), out / "depth.png")
+    section = ReportSection(
+        title="Monodepth: depth from one image, learned from stereo",
+        paragraphs=(
+            f"Scenes of spheres, boxes and cylinders in a walled world, ray-cast exactly "
+            f"(depth, disparity, occlusion). A small Monodepth network sees only the left image "
+            f"and predicts disparities for both views; the right image, warped with them, is "
+            f"its only supervision (appearance, smoothness and left-right consistency losses). "
+            f"Trained for {steps} steps here; columns: image, predicted disparity, true "
+            f"disparity (bright is near). BENCHMARKS.md has the longer run and the baselines.",
+        ),
+        table={k: metrics[k] for k in ("abs_rel", "sq_rel", "rmse", "a1", "a2", "a3")},
+        images=[(out / "depth.png", "image | predicted disparity | true disparity")],
+    )
+    return section, {f"monodepth/{k}": metrics[k] for k in ("abs_rel", "rmse", "a1")}
+
+
 def run_demo(*, out: Path, quick: bool = False, console: Console | None = None) -> dict:
     """Run the tour into ``out``; returns the numbers it printed (also in ``demo.json``)."""
     console = console or Console()
@@ -391,6 +449,9 @@ def run_demo(*, out: Path, quick: bool = False, console: Console | None = None) 
     console.print("[bold]5. semantic segmentation and the dense CRF[/]")
     segmentation_section, segmentation_metrics = _segmentation_stage(out, settings, console)
     sections.append(segmentation_section)
+    console.print("[bold]6. depth from one image, learned from stereo[/]")
+    depth_section, depth_metrics = _depth_stage(out, settings, console)
+    sections.append(depth_section)
     roadmap = Table(title="what structvision has and what comes next", header_style="bold")
     roadmap.add_column("system")
     roadmap.add_column("status")
@@ -402,7 +463,7 @@ def run_demo(*, out: Path, quick: bool = False, console: Console | None = None) 
             title="Models",
             paragraphs=(
                 "Every model above is also a recipe of 'structvision train' with its benchmark in "
-                "benchmarks/; tracking and dense regression come next.",
+                "benchmarks/; optical flow and tracking come next.",
             ),
             table=dict(ROADMAP),
         )
@@ -414,6 +475,7 @@ def run_demo(*, out: Path, quick: bool = False, console: Console | None = None) 
         **{f"mask_rcnn/{key}": value for key, value in instance_metrics.items()},
         **{f"keypoint_rcnn/{key}": value for key, value in pose_metrics.items()},
         **segmentation_metrics,
+        **depth_metrics,
     }
     tmp = out / "demo.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))

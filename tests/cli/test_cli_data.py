@@ -80,7 +80,8 @@ def test_check_on_missing_file_is_one_clear_line(tmp_path):
 def test_quick_demo_writes_its_outputs(tmp_path, monkeypatch):
     import structvision.demo
 
-    steps = {"mask_rcnn": 4, "keypoint_rcnn": 4, "fcn8s": 4}  # the tour's shape, not its length
+    # the tour's shape, not its length
+    steps = {"mask_rcnn": 4, "keypoint_rcnn": 4, "fcn8s": 4, "monodepth": 4}
     monkeypatch.setattr(structvision.demo, "QUICK_TRAIN_STEPS", steps)
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
@@ -95,14 +96,17 @@ def test_quick_demo_writes_its_outputs(tmp_path, monkeypatch):
         "mask_rcnn/report.html",
         "keypoint_rcnn/report.html",
         "fcn8s/report.html",
+        "monodepth/report.html",
+        "depth.png",
     ):
         assert (out / name).is_file(), name
     summary = json.loads((out / "demo.json").read_text())
     assert summary["coco_roundtrip/bbox/AP"] == 1.0 and summary["coco_roundtrip/segm/AP"] == 1.0
     for key in ("mask_rcnn/bbox/AP50", "mask_rcnn/segm/AP", "keypoint_rcnn/keypoints/AP"):
         assert 0.0 <= summary[key] <= 1.0, key
-    for key in ("fcn/miou", "fcn+crf/miou", "fcn/boundary_f", "fcn+crf/boundary_f"):
+    for key in ("fcn/miou", "fcn+crf/miou", "fcn/boundary_f", "fcn+crf/boundary_f", "monodepth/a1"):
         assert 0.0 <= summary[key] <= 1.0, key
+    assert summary["monodepth/abs_rel"] > 0
     # Running it again reuses its own folder; a foreign non-empty folder is refused.
     assert runner.invoke(app, ["demo", "--quick", "--out", str(out)]).exit_code == 0
     foreign = tmp_path / "mine"
