@@ -154,3 +154,32 @@ def test_render_cache_gives_the_same_samples_and_keys_on_every_setting(tmp_path)
     files[0].write_bytes(b"damaged")  # a damaged file is rendered again and replaced
     assert torch.equal(cached[1][0], expected_image)
     assert torch.equal(cached[1][1]["disparity"], expected["disparity"])
+
+
+def test_world_video_sequences_are_smooth_and_consistent():
+    from structvision.data.synthetic.world import WorldVideoDataset
+
+    video = WorldVideoDataset(split="val", num_images=2, seed=3, num_frames=6, **SIZE)
+    frames, target = video[1]
+    assert frames.shape == (6, 3, 48, 96)
+    single, _ = WorldDataset(split="val", num_images=2, seed=3, num_frames=6, **SIZE)[1]
+    assert torch.equal(frames[0], single)  # frame 0 is the scene's first view
+    steps = target["camera_centers"][1:] - target["camera_centers"][:-1]
+    assert torch.allclose(steps, steps[:1].expand_as(steps), atol=1e-5)  # constant velocity
+    fractions, boxes = target["visible_fraction"], target["boxes"]
+    assert ((fractions > 0) == (boxes[..., 2] > boxes[..., 0])).all()
+    assert (fractions >= 0).all() and (fractions <= 1).all()
+    assert (frames[-1] != frames[0]).any()
+
+
+def test_world_video_visible_fraction_counts_what_hides_an_object():
+    from structvision.data.synthetic.world import WorldVideoDataset
+
+    alone = WorldVideoDataset(split="val", num_images=4, num_frames=2, num_objects=(1, 1), **SIZE)
+    for index in range(4):
+        _, target = alone[index]
+        seen = target["visible_fraction"][target["visible_fraction"] > 0]
+        assert torch.allclose(seen, torch.ones_like(seen))  # nothing can hide a lone object
+    crowded = WorldVideoDataset(split="val", num_images=6, num_frames=2, num_objects=(8, 8), **SIZE)
+    partial = torch.cat([crowded[i][1]["visible_fraction"].flatten() for i in range(6)])
+    assert ((partial > 0) & (partial < 0.95)).any()  # some objects are partly hidden

@@ -32,7 +32,12 @@ from structvision.data.synthetic.shapes import (
     sample_rng,
     sample_scene,
 )
-from structvision.data.synthetic.world import WorldDataset, WorldFlowDataset, WorldStereoDataset
+from structvision.data.synthetic.world import (
+    WorldDataset,
+    WorldFlowDataset,
+    WorldStereoDataset,
+    WorldVideoDataset,
+)
 
 GENERATORS: dict[str, type] = {
     "shapes": ShapesDataset,
@@ -40,6 +45,7 @@ GENERATORS: dict[str, type] = {
     "world": WorldDataset,
     "world-stereo": WorldStereoDataset,
     "world-flow": WorldFlowDataset,
+    "world-video": WorldVideoDataset,
 }
 
 __all__ = [

@@ -8,6 +8,7 @@ from structvision.data.synthetic.world.dataset import (
     WorldDataset,
     WorldFlowDataset,
     WorldStereoDataset,
+    WorldVideoDataset,
 )
 from structvision.data.synthetic.world.raycast import RenderLayers, project, render
 from structvision.data.synthetic.world.scene import (
@@ -33,6 +34,7 @@ __all__ = [
     "WorldFlowDataset",
     "WorldScene",
     "WorldStereoDataset",
+    "WorldVideoDataset",
     "camera_at",
     "project",
     "render",

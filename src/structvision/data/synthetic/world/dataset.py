@@ -36,7 +36,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from structvision.data.synthetic.world.raycast import RenderLayers, occluded, project, render
+from structvision.data.synthetic.world.raycast import (
+    RenderLayers,
+    camera_rays,
+    occluded,
+    primitive_distances,
+    project,
+    render,
+)
 from structvision.data.synthetic.world.scene import (
     CLASS_NAMES,
     NUM_ENCLOSURE_SURFACES,
@@ -51,7 +58,13 @@ from structvision.data.synthetic.world.scene import (
     world_rng,
 )
 
-__all__ = ["RENDER_VERSION", "WorldDataset", "WorldFlowDataset", "WorldStereoDataset"]
+__all__ = [
+    "RENDER_VERSION",
+    "WorldDataset",
+    "WorldFlowDataset",
+    "WorldStereoDataset",
+    "WorldVideoDataset",
+]
 
 #: Bumped whenever a change to the renderer or the samplers changes what a sample holds; part
 #: of the render cache's key, so an old cache is never read by new code.
@@ -307,3 +320,61 @@ class WorldFlowDataset(_WorldBase):
             "depth_2": second.depth,
         }
         return first, second, target
+
+
+class WorldVideoDataset(_WorldBase):
+    """``world-video``: sequences of ``num_frames`` frames of one scene with smooth motion.
+
+    The camera moves forward and turns slowly; each object translates on the ground (towards,
+    away from or across the view) and turns about its vertical axis (rotation out of the image
+    plane) at a constant rate, so objects approach, recede and pass behind one another; the
+    direct light dims and recovers over the sequence.
+
+    ``dataset[i]`` is ``(frames (T, 3, H, W), target)`` with ``labels (K,)`` (one per object,
+    every object of the scene), ``boxes (T, K, 4)`` (xyxy pixels of the visible part; zeros
+    where an object is not seen), ``visible_fraction (T, K)`` (visible pixels over the pixels
+    its silhouette would cover with nothing in front, 0 when outside the view), ``depth
+    (T, H, W)``, ``camera_centers (T, 3)`` and the camera values. Arguments as
+    :class:`WorldDataset`; ``num_frames`` is a `WorldConfig` field.
+    """
+
+    kind = "world-video"
+
+    def _render(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        scene = self._scene(index)
+        motion_rng = world_rng(seed=self.seed, split=self.split, index=index, stream="motion")
+        frames_count = self.config.num_frames
+        motion = sample_motion(motion_rng, self.config, scene, num_steps=frames_count)
+        height, width = self.camera.image_size
+        count = scene.num_objects
+        frames, depths, centers = [], [], []
+        boxes = torch.zeros(frames_count, count, 4)
+        fractions = torch.zeros(frames_count, count)
+        for step in range(frames_count):
+            scene_t, camera_t = scene_at(scene, motion, step), camera_at(self.camera, motion, step)
+            layers = render(scene_t, camera_t)
+            frames.append(layers.image)
+            depths.append(layers.depth)
+            centers.append(camera_t.center)
+            if count == 0:
+                continue
+            origins, directions, _ = camera_rays(camera_t)
+            silhouettes = primitive_distances(scene_t, origins, directions) < 1e8  # (K, H*W)
+            visible = layers.surface.reshape(-1)[None] == (
+                torch.arange(count)[:, None] + NUM_ENCLOSURE_SURFACES
+            )
+            full = silhouettes.sum(1)
+            fractions[step] = torch.where(full > 0, visible.sum(1) / full.clamp(min=1), 0.0)
+            for k in visible.any(1).nonzero().flatten().tolist():
+                mask = visible[k].reshape(height, width)
+                rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+                boxes[step, k] = torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+        target = {
+            **self._camera_values(index),
+            "labels": scene.labels,
+            "boxes": boxes,
+            "visible_fraction": fractions,
+            "depth": torch.stack(depths),
+            "camera_centers": torch.stack(centers),
+        }
+        return torch.stack(frames), target

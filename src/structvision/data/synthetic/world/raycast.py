@@ -36,7 +36,16 @@ from structvision.data.synthetic.world.scene import (
     WorldScene,
 )
 
-__all__ = ["Hit", "RenderLayers", "camera_rays", "cast_rays", "occluded", "project", "render"]
+__all__ = [
+    "Hit",
+    "RenderLayers",
+    "camera_rays",
+    "cast_rays",
+    "occluded",
+    "primitive_distances",
+    "project",
+    "render",
+]
 
 _EPS = 1e-4  # metres: the nearest accepted intersection along a ray
 _FAR = 1e9
@@ -201,6 +210,12 @@ def _cylinders_t(scene: WorldScene, index: Tensor, origins: Tensor, directions: 
 
 
 _PRIMITIVE_T = {KIND_SPHERE: _spheres_t, KIND_BOX: _boxes_t, KIND_CYLINDER: _cylinders_t}
+
+
+def primitive_distances(scene: WorldScene, origins: Tensor, directions: Tensor) -> Tensor:
+    """``(K, N)`` distance along each ray to each primitive of ``scene``, ignoring every other
+    surface (``1e9`` where the ray misses it): the silhouette of every object on its own."""
+    return _primitives_t(scene, origins, directions)
 
 
 def _primitives_t(scene: WorldScene, origins: Tensor, directions: Tensor) -> Tensor:
