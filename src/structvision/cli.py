@@ -140,6 +140,21 @@ def data_synth(
                 f"wrote {num_images} stereo pairs in the KITTI stereo 2015 layout to {path}"
             )
             return
+        if generator == "world":
+            from structvision.data.synthetic.world.export import write_world
+
+            path = write_world(
+                dataset,
+                out,
+                num_images=num_images,
+                mask_format=mask_format,
+                progress=lambda done, total: progress.update(bar, completed=done),
+            )
+            console.print(
+                f"wrote {num_images} images, {path} and the depth/, normals/, albedo/ and "
+                "shading/ layers"
+            )
+            return
         path = write_coco(
             dataset,
             out,

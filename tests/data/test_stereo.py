@@ -153,3 +153,24 @@ def test_middlebury_scene_depth_is_baseline_focal_over_disparity_plus_doffs(tmp_
     (tmp_path / "mb" / "Adirondack" / "calib.txt").write_text("doffs=1\n")
     with pytest.raises(StereoDataError, match=r"calib\.txt: malformed"):
         dataset[0]
+
+
+def test_data_synth_world_writes_coco_and_every_layer(tmp_path):
+    from structvision.data.coco import CocoDataset, check_coco
+    from structvision.data.synthetic.world import WorldDataset
+
+    out = tmp_path / "world"
+    result = CliRunner().invoke(
+        app, ["data", "synth", "world:height=32,width=64", "--out", str(out), "--num-images", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert check_coco(out / "annotations.json") == []
+    assert len(CocoDataset(out / "annotations.json")) == 2
+    _, target = WorldDataset(split="train", num_images=2, height=32, width=64)[1]
+    depth, valid = read_kitti_depth(out / "depth" / "000001.png")
+    assert valid.all() and (depth - target["depth"]).abs().max() <= 0.5 / 256 + 1e-4
+    normals = np.asarray(Image.open(out / "normals" / "000001.png")) / 255 * 2 - 1
+    assert np.abs(normals.transpose(2, 0, 1) - target["normals"].numpy()).max() <= 1 / 255 + 1e-6
+    for folder in ("albedo", "shading"):
+        assert (out / folder / "000001.png").is_file()
+    assert (out / "cameras.json").is_file()
