@@ -24,6 +24,8 @@ def test_monodepth_trains_evaluates_and_predicts_depth(tmp_path):
     result = runner.invoke(app, [*args, *sets])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
+    report_image = Image.open(sorted((run / "predictions").glob("*.png"))[0])
+    assert report_image.size == (128, 3 * 64)  # image, predicted and true disparity
     assert {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"} <= set(metrics)
     evaluated = runner.invoke(app, ["eval", str(run), "--data", DATA])
     assert evaluated.exit_code == 0, evaluated.output

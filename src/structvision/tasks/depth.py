@@ -65,15 +65,26 @@ def draw_depth(
     class_names: Sequence[str] = (),
     *,
     score_threshold: float = 0.5,
+    target: dict | None = None,
 ) -> torch.Tensor:
-    """The image above its predicted disparity, colour-mapped (near bright, far dark):
-    ``(3, 2H, W)`` uint8. ``class_names`` and ``score_threshold`` do not apply."""
+    """The image above its predicted disparity, colour-mapped (near bright, far dark), and,
+    given a ``target`` with ``disparity``, the true disparity below on the same scale:
+    ``(3, 2H or 3H, W)`` uint8. ``class_names`` and ``score_threshold`` do not apply."""
     from structvision.viz import colorize_values
 
     picture = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     disparity = prediction["disparity"].detach().cpu()
-    colored = colorize_values(disparity, vmin=0.0)
-    return torch.cat([picture, colored], dim=1)
+    rows = [picture]
+    if target is not None and target.get("disparity") is not None:
+        true = target["disparity"].detach().cpu().float()
+        high = float(true.quantile(0.99))
+        rows += [
+            colorize_values(disparity, vmin=0.0, vmax=high),
+            colorize_values(true, vmin=0.0, vmax=high),
+        ]
+    else:
+        rows.append(colorize_values(disparity, vmin=0.0))
+    return torch.cat(rows, dim=1)
 
 
 #: Adam at 1e-4 is the paper's setting for its ResNet; the small trunk trains from scratch

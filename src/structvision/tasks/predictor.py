@@ -12,6 +12,7 @@ coordinates.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -139,11 +140,15 @@ def draw_prediction(
     prediction: dict[str, Any],
     model_config: dict[str, Any],
     score_threshold: float = 0.5,
+    target: dict[str, Any] | None = None,
 ) -> Tensor:
-    """The recipe's overlay of ``prediction`` on ``image``, ``(3, H', W')`` uint8."""
+    """The recipe's overlay of ``prediction`` on ``image``, ``(3, H', W')`` uint8; a recipe
+    whose ``draw`` takes ``target`` also shows the ground truth when it is given."""
     class_names = model_config.get("class_names", ())
     if recipe.draw is not None:
-        extra = {"model_config": model_config} if recipe.takes_model_config else {}
+        extra: dict[str, Any] = {"model_config": model_config} if recipe.takes_model_config else {}
+        if target is not None and "target" in inspect.signature(recipe.draw).parameters:
+            extra["target"] = target
         return recipe.draw(image, prediction, class_names, score_threshold=score_threshold, **extra)
     from structvision.viz import draw_instances
 

@@ -320,10 +320,10 @@ def _write_run_outputs(
     images = []
     with torch.no_grad():
         for index in range(min(NUM_PREDICTION_OVERLAYS, len(dataset))):
-            image, _ = dataset[index]
+            image, target = dataset[index]
             prediction = _to_cpu(model([image.to(device)])[0])
             path = save_png(
-                draw_prediction(recipe, image, prediction, model_config),
+                draw_prediction(recipe, image, prediction, model_config, target=target),
                 out / "predictions" / f"val_{index:04d}.png",
             )
             images.append((path, f"validation image {index}"))
