@@ -65,6 +65,7 @@ def test_monodepth_trains_evaluates_and_predicts_depth(tmp_path):
     png = np.asarray(Image.open(out / "x_depth.png"))
     assert png.dtype == np.uint16
     assert np.allclose(png / 256.0, np.minimum(depth, 255.99), atol=1 / 256)  # KITTI's encoding
+    assert Image.open(out / "x_disparity.png").size == (128, 64)
     overlay = Image.open(out / "x.png")
     assert overlay.size == (128, 128)  # the image above its colour-mapped disparity
     refused = runner.invoke(

@@ -514,8 +514,9 @@ def run_predict(
     * ``OUT/<name>_labels.png`` for a semantic segmentation: the label map as a palette PNG
       (pixel value = class index).
     * ``OUT/<name>_depth.png`` and ``OUT/<name>_depth.npy`` for a depth model: the depth in
-      metres as KITTI's 16-bit PNG (value / 256 = metres, 0 = none) and as float32 numpy; the
-      overlay shows the colour-mapped disparity under the image.
+      metres as KITTI's 16-bit PNG (value / 256 = metres, 0 = none) and as float32 numpy, and
+      ``OUT/<name>_disparity.png``, the disparity colour-mapped (near bright, far dark); the
+      overlay shows it under the image.
 
     Every image is read before anything is written: the first unreadable one is named and
     nothing is written, unless ``skip_bad``, which skips and lists them. With ``crf`` (dense-CRF
@@ -524,7 +525,7 @@ def run_predict(
     """
     from structvision.engine.files import write_json_atomic
     from structvision.tasks.predictor import as_image, load
-    from structvision.viz import save_depth_png, save_label_png, save_png
+    from structvision.viz import colorize_values, save_depth_png, save_label_png, save_png
 
     paths = expand_image_inputs(images, recursive=recursive)
     if not paths:
@@ -561,6 +562,9 @@ def run_predict(
             np.save(out / f"{name}_depth.npy", depth.numpy())
             record["depth"] = save_depth_png(depth, out / f"{name}_depth.png").name
             record["depth_npy"] = f"{name}_depth.npy"
+            if "disparity" in prediction:
+                colored = colorize_values(prediction["disparity"], vmin=0.0)
+                record["disparity"] = save_png(colored, out / f"{name}_disparity.png").name
         if "semantic" in prediction:
             record["label_map"] = save_label_png(
                 prediction["semantic"], out / f"{name}_labels.png"
