@@ -470,8 +470,12 @@ def recipes(
     except tasks.RecipeError as error:
         _fail(str(error))
     console.print(f"[bold]{recipe.name}[/]: {recipe.summary}", highlight=False)
-    options = ", ".join(f"model.{option}" for option in recipe.model_options) or "none"
-    console.print(f"model options (--set model.NAME=VALUE): {options}", highlight=False)
+    options = Table(title="model options (--set model.NAME=VALUE)", header_style="bold")
+    options.add_column("option")
+    options.add_column("meaning")
+    for option in recipe.model_options:
+        options.add_row(f"model.{option}", tasks.MODEL_OPTION_HELP.get(option, ""))
+    console.print(options)
     table = Table(title="training settings (--set NAME=VALUE)", header_style="bold")
     table.add_column("setting")
     table.add_column("default", justify="right")

@@ -265,3 +265,11 @@ def test_terminal_progress_shows_the_loss_at_every_step(monkeypatch):
         task = progress._bar._progress.tasks[0]
         assert task.completed == 1 and task.fields["status"] == "loss 0.2500  lr 0.01"
     assert TrainingProgress(total=3, enabled=False).mode == "off"
+
+
+def test_every_model_option_has_a_meaning():
+    from structvision.tasks import MODEL_OPTION_HELP, RECIPES
+
+    for recipe in RECIPES.values():
+        for option in recipe.model_options:
+            assert MODEL_OPTION_HELP.get(option), f"{recipe.name}: model.{option}"

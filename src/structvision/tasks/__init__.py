@@ -23,6 +23,7 @@ from structvision.tasks import (
     segmentation,  # noqa: F401  (registers fcn32s, fcn16s, fcn8s)
 )
 from structvision.tasks.registry import (
+    MODEL_OPTION_HELP,
     RECIPES,
     Recipe,
     RecipeError,
@@ -39,6 +40,7 @@ from structvision.tasks.run import (
 )
 
 __all__ = [
+    "MODEL_OPTION_HELP",
     "RECIPES",
     "Recipe",
     "RecipeError",

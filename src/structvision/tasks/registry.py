@@ -77,6 +77,41 @@ class Recipe:
 #: evaluation, prediction and resumption never read those files again.
 INIT_ONLY_OPTIONS = ("weights_path", "init")
 
+#: What each ``--set model.NAME=VALUE`` option means (``structvision recipes NAME`` lists a
+#: recipe's options with these texts; defaults are the recipe's model builder's).
+MODEL_OPTION_HELP = {
+    "arch": "architecture: the recipe's small model (default) or a torchvision-sized one",
+    "width": "channels of the small backbone's first stage (later stages double it)",
+    "norm": "normalisation of the small backbone: batch, group or frozen",
+    "depth": "ResNet depth of the FCN/DeepLab trunk (50, 101)",
+    "fpn_channels": "channels of the feature pyramid",
+    "min_size": "images are resized so their shorter side is this many pixels",
+    "max_size": "... and their longer side at most this many pixels",
+    "pooler": "Fast R-CNN region pooling: roi_pool, spp or roi_align",
+    "mask_pooler": "Mask R-CNN mask features: align (RoIAlign) or pool (RoIPool)",
+    "roi_canonical_scale": "box size that maps to the middle FPN level when pooling regions",
+    "box_head": "box head: two fully connected layers (default) or conv (4 GroupNorm convs + fc)",
+    "trainable_layers": "ResNet stages trained (0-5); the rest are frozen",
+    "weights_path": "a local ImageNet state dict to start the backbone from",
+    "init": "a local torchvision COCO detector state dict to start from (fine-tuning)",
+    "proposal_mode": "Fast R-CNN proposals: selective search mode (fast or quality)",
+    "max_proposals": "Fast R-CNN: proposals kept per image",
+    "cache_dir": "Fast R-CNN: where Selective Search proposals are cached",
+    "keypoint_roi_expansion": "keypoint heatmaps cover each box grown by this factor",
+    "keypoint_sigmas": "OKS sigmas stored with the model (for a new keypoint layout)",
+    "trainable_upsampling": "FCN: learn the upsampling deconvolutions (else fixed bilinear)",
+    "crf_loss_weight": "FCN: weight of the dense-CRF regularised loss (scribble training)",
+    "crf_sxy": "FCN CRF loss: spatial bandwidth, pixels",
+    "crf_srgb": "FCN CRF loss: colour bandwidth",
+    "crf_scale": "FCN CRF loss: image scale it is computed at",
+    "max_disp": "Monodepth: largest disparity, a fraction of the image width",
+    "lr_consistency": "Monodepth: use the left-right consistency loss (false: the ablation)",
+    "supervised": "Monodepth: train on the true disparities instead (an upper bound)",
+    "smoothness_weight": "Monodepth: weight of the edge-aware smoothness loss",
+    "lr_weight": "Monodepth: weight of the left-right consistency loss",
+    "post_process": "Monodepth: average with the flipped image's prediction at inference",
+}
+
 #: The registry of recipes, by name. Later modules add their recipes here.
 RECIPES: dict[str, Recipe] = {}
 
