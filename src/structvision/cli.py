@@ -349,7 +349,7 @@ def _crf_parameters(crf: bool, crf_sets: list[str] | None) -> dict[str, float] |
 
 @app.command("eval")
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint folder.")],
+    run: Annotated[Path, typer.Argument(help="Run folder, checkpoint folder or zoo:NAME.")],
     data: Annotated[str, typer.Option("--data", help="Evaluation data SPEC.")],
     out: Annotated[
         Path | None, typer.Option("--out", help="Where to write metrics JSON (optional).")
@@ -373,7 +373,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint folder.")],
+    run: Annotated[Path, typer.Argument(help="Run folder, checkpoint folder or zoo:NAME.")],
     images: Annotated[
         list[str],
         typer.Argument(help="Image files, folders or glob patterns ('photos/*.jpg')."),
@@ -482,6 +482,25 @@ def recipes(
     table.add_column("meaning")
     for setting, (default, meaning) in describe_settings(recipe.train_defaults).items():
         table.add_row(setting, repr(default), meaning.replace("``", ""))
+    console.print(table)
+
+
+@app.command()
+def zoo() -> None:
+    """List the trained models shipped with the package (use them as zoo:NAME)."""
+    from structvision.zoo import zoo_entries
+
+    entries = zoo_entries()
+    if not entries:
+        console.print("the zoo has no entries yet")
+        return
+    table = Table(title="model zoo (eval / predict zoo:NAME)", header_style="bold")
+    for column in ("name", "task", "recipe", "size", "metrics", "trained with"):
+        table.add_column(column)
+    for entry in entries.values():
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in entry.metrics.items())
+        size = f"{entry.size_bytes / 1e6:.1f} MB"
+        table.add_row(f"zoo:{entry.name}", entry.task, entry.recipe, size, metrics, entry.command)
     console.print(table)
 
 

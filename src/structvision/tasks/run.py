@@ -342,13 +342,15 @@ def _to_cpu(prediction: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_trained_model(path: str | Path) -> tuple[Recipe, nn.Module, dict[str, Any]]:
-    """Rebuild a trained model from a run or checkpoint folder: ``(recipe, model, model_config)``.
+    """Rebuild a trained model from a run or checkpoint folder, or ``zoo:NAME``:
+    ``(recipe, model, model_config)``.
 
     The model is in eval mode, on the GPU when one is available.
     """
     from structvision.engine import load_model_weights, read_checkpoint_config, resolve_checkpoint
+    from structvision.zoo import is_zoo_name, zoo_path
 
-    checkpoint = resolve_checkpoint(path)
+    checkpoint = resolve_checkpoint(zoo_path(path) if is_zoo_name(path) else path)
     model_config = read_checkpoint_config(checkpoint)["model"]
     name = model_config.get("recipe") if isinstance(model_config, dict) else None
     if not name:
@@ -428,7 +430,11 @@ def run_eval(
         model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
     )
     suffix = (".tta" if tta else "") + (".crf" if crf is not None else "") + ".json"
-    target = Path(out) if out is not None else Path(run) / "eval" / f"{_slug(data)}{suffix}"
+    from structvision.zoo import is_zoo_name
+
+    # a zoo entry lives inside the package: its results go to ./zoo-eval/NAME/ instead
+    folder = Path("zoo-eval") / str(run).removeprefix("zoo:") if is_zoo_name(run) else Path(run)
+    target = Path(out) if out is not None else folder / "eval" / f"{_slug(data)}{suffix}"
     target.parent.mkdir(parents=True, exist_ok=True)
     record = {"data": data, "recipe": recipe.name, "metrics": metrics}
     if crf is not None:

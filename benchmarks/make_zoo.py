@@ -1,0 +1,87 @@
+"""Make a model-zoo entry from a trained run: ``structvision/zoo/weights/NAME/``.
+
+Writes the run's weights (in half precision unless ``--full-precision``), its model record,
+and ``zoo.json``: task, description, the metrics of the run's final held-out evaluation, the
+command that trained it, and a check (the shipped weights' metrics on a small validation SPEC,
+re-measured by the test suite). Prints the check metrics of the full-precision and the shipped
+weights side by side, so a loss from half precision shows.
+
+    python benchmarks/make_zoo.py runs/bench_depth/monodepth --name monodepth_world \\
+        --task "monocular depth" --check-data world-stereo:num_images=20 \\
+        --command "python benchmarks/bench_depth.py --steps 1500" --description "..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from structvision.engine.checkpoint import FORMAT_NAME, FORMAT_VERSION, save_state_dict
+from structvision.tasks import load_trained_model, run_eval
+from structvision.zoo import WEIGHTS_DIR
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--description", required=True)
+    parser.add_argument("--command", required=True, help="the command that trained the run")
+    parser.add_argument("--check-data", required=True, help="small validation SPEC")
+    parser.add_argument("--check-keys", default="", help="comma-separated metric names")
+    parser.add_argument("--tolerance", type=float, default=0.02)
+    parser.add_argument("--full-precision", action="store_true")
+    args = parser.parse_args()
+
+    _, model, model_config = load_trained_model(args.run)
+    folder = WEIGHTS_DIR / args.name
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        key: value.half() if value.is_floating_point() and not args.full_precision else value
+        for key, value in model.cpu().state_dict().items()
+    }
+    save_state_dict(state, folder / "model.safetensors")
+    record = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "step": json.loads((args.run / "config.json").read_text())["train"]["max_steps"],
+        "model": model_config,
+        "train": None,
+    }
+    (folder / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    full = run_eval(args.run, data=args.check_data, out=folder / ".full.json")
+    shipped = run_eval(f"zoo:{args.name}", data=args.check_data, out=folder / ".shipped.json")
+    for scratch in (".full.json", ".shipped.json"):
+        (folder / scratch).unlink()
+    keys = [k for k in args.check_keys.split(",") if k] or [k for k in shipped if k != "num_images"]
+    held_out = json.loads((args.run / "metrics.json").read_text())
+    zoo_record = {
+        "recipe": model_config["recipe"],
+        "task": args.task,
+        "description": args.description,
+        "metrics": {k: held_out[k] for k in keys if k in held_out},
+        "command": args.command,
+        "check": {
+            "data": args.check_data,
+            "metrics": {k: shipped[k] for k in keys},
+            "tolerance": args.tolerance,
+        },
+    }
+    (folder / "zoo.json").write_text(json.dumps(zoo_record, indent=2) + "\n")
+    size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
+    print(
+        json.dumps(
+            {
+                "full_precision": {k: full[k] for k in keys},
+                "shipped": zoo_record["check"]["metrics"],
+                "size_mb": size,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
