@@ -504,6 +504,36 @@ def _pad_to_multiple(images: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _assemble(
+    encoder: nn.Module,
+    *,
+    builder: str,
+    extra: dict[str, Any],
+    decoder_channels: Sequence[int],
+    max_disp: float,
+    activation: Activation,
+    **options: Any,
+) -> Monodepth:
+    """``encoder`` + a :class:`MonodepthDecoder` as a :class:`Monodepth`; ``options`` go to
+    the model. Records every argument in ``model.builder_args`` (with ``extra``)."""
+    decoder = MonodepthDecoder(
+        encoder_channels=encoder.out_channels,
+        decoder_channels=decoder_channels,
+        max_disp=max_disp,
+        activation=activation,
+    )
+    model = Monodepth(encoder=encoder, decoder=decoder, **options)
+    model.builder_args = {
+        "builder": builder,
+        **extra,
+        "max_disp": max_disp,
+        "decoder_channels": tuple(decoder_channels),
+        "activation": activation,
+        **options,
+    }
+    return model
+
+
 def monodepth_resnet18(
     *,
     weights_path: str | Path | None = None,
@@ -522,16 +552,13 @@ def monodepth_resnet18(
     decoder channels. ``weights_path``: a local torchvision ImageNet ResNet-18 state dict
     (see :func:`~structvision.models.backbones.resnet_backbone`)."""
     resnet = resnet_backbone(18, norm="batch", trainable_layers=5, weights_path=weights_path)
-    encoder = ResNetEncoder(resnet)
-    decoder = MonodepthDecoder(
-        encoder_channels=encoder.out_channels,
+    return _assemble(
+        ResNetEncoder(resnet),
+        builder="monodepth_resnet18",
+        extra={},
         decoder_channels=decoder_channels,
         max_disp=max_disp,
         activation=activation,
-    )
-    model = Monodepth(
-        encoder=encoder,
-        decoder=decoder,
         lr_consistency=lr_consistency,
         supervised=supervised,
         smoothness_weight=smoothness_weight,
@@ -540,20 +567,6 @@ def monodepth_resnet18(
         baseline=baseline,
         post_process=post_process,
     )
-    model.builder_args = {
-        "builder": "monodepth_resnet18",
-        "max_disp": max_disp,
-        "lr_consistency": lr_consistency,
-        "supervised": supervised,
-        "decoder_channels": tuple(decoder_channels),
-        "activation": activation,
-        "smoothness_weight": smoothness_weight,
-        "lr_weight": lr_weight,
-        "focal": focal,
-        "baseline": baseline,
-        "post_process": post_process,
-    }
-    return model
 
 
 def monodepth_small(
@@ -577,16 +590,13 @@ def monodepth_small(
         decoder_channels = tuple(
             max(8, c) for c in (4 * width, 2 * width, width, width // 2, width // 2)
         )
-    encoder = SmallEncoder(small_backbone(width=width, norm="batch"))
-    decoder = MonodepthDecoder(
-        encoder_channels=encoder.out_channels,
+    return _assemble(
+        SmallEncoder(small_backbone(width=width, norm="batch")),
+        builder="monodepth_small",
+        extra={"width": width},
         decoder_channels=decoder_channels,
         max_disp=max_disp,
         activation=activation,
-    )
-    model = Monodepth(
-        encoder=encoder,
-        decoder=decoder,
         lr_consistency=lr_consistency,
         supervised=supervised,
         smoothness_weight=smoothness_weight,
@@ -595,21 +605,6 @@ def monodepth_small(
         baseline=baseline,
         post_process=post_process,
     )
-    model.builder_args = {
-        "builder": "monodepth_small",
-        "width": width,
-        "max_disp": max_disp,
-        "lr_consistency": lr_consistency,
-        "supervised": supervised,
-        "decoder_channels": tuple(decoder_channels),
-        "activation": activation,
-        "smoothness_weight": smoothness_weight,
-        "lr_weight": lr_weight,
-        "focal": focal,
-        "baseline": baseline,
-        "post_process": post_process,
-    }
-    return model
 
 
 MONODEPTH_BUILDERS = {"monodepth_small": monodepth_small, "monodepth_resnet18": monodepth_resnet18}
