@@ -297,6 +297,16 @@ def train(
                 soft_wrap=True,
             )
         raise typer.Exit(code=stopped.exit_code) from None
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, keep what is complete
+        if tasks.is_rank_zero():
+            err_console.print(
+                f"stopped at once; the newest complete checkpoint in {out}/checkpoints is kept "
+                f"(a save cut short is never read)\nresume with: structvision train {recipe} "
+                f"--out {out} --resume",
+                highlight=False,
+                soft_wrap=True,
+            )
+        raise typer.Exit(code=130) from None
     except (tasks.RecipeError, ValueError, FileNotFoundError, FileExistsError) as error:
         _fail(str(error))
     if not tasks.is_rank_zero():

@@ -216,6 +216,29 @@ def test_signal_checkpoints_and_prints_the_resume_command(tmp_path, signum, code
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
+def test_a_second_ctrl_c_stops_at_once_without_a_broken_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    process = _start(run, "--max-steps", "100000", "--set", "checkpoint_every=1")
+    lines: list[str] = []
+    _wait_for_step(process, 3, lines)
+    process.send_signal(signal.SIGINT)
+    for line in process.stdout:  # the first one was seen: the handler is gone now
+        lines.append(line)
+        if "SIGINT received" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    output = "".join(lines) + process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    assert "stopped at once" in output, output
+    assert "Traceback" not in output and "--resume" in output
+    for folder in (run / "checkpoints").glob("step_*"):  # every visible checkpoint is whole
+        assert {p.name for p in folder.iterdir()} == {
+            "model.safetensors",
+            "trainer.pt",
+            "config.json",
+        }
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_finishes_the_run(tmp_path):
     run = tmp_path / "run"
