@@ -5,6 +5,7 @@ Every evaluator follows one protocol, which the training engine relies on:
 and concatenate, and ``compute() -> dict[str, float]`` with flat keys such as ``bbox/AP``.
 """
 
+from structvision.evaluation.classification import ClassificationEvaluator
 from structvision.evaluation.coco import COCOEvaluator
 from structvision.evaluation.depth import DepthEvaluator, depth_errors
 from structvision.evaluation.segmentation import SegmentationEvaluator
@@ -12,6 +13,7 @@ from structvision.evaluation.voc import VOCEvaluator, voc_ap
 
 __all__ = [
     "COCOEvaluator",
+    "ClassificationEvaluator",
     "DepthEvaluator",
     "SegmentationEvaluator",
     "VOCEvaluator",

@@ -17,6 +17,7 @@ recipe and ``model.kwargs`` are passed to ``build_model``.
 from __future__ import annotations
 
 from structvision.tasks import (
+    classification,  # noqa: F401  (registers classifier)
     depth,  # noqa: F401  (registers monodepth)
     detection,  # noqa: F401  (registers faster_rcnn, fast_rcnn)
     instances,  # noqa: F401  (registers mask_rcnn, keypoint_rcnn)

@@ -5,6 +5,7 @@ dataset class; every class takes keyword-only ``split``, ``num_images``, ``seed`
 ``transforms`` and config overrides.
 """
 
+from structvision.data.synthetic.classification import ShapesClassificationDataset
 from structvision.data.synthetic.figures import (
     FLIP_PAIRS,
     KEYPOINT_NAMES,
@@ -41,6 +42,7 @@ from structvision.data.synthetic.world import (
 
 GENERATORS: dict[str, type] = {
     "shapes": ShapesDataset,
+    "shapes-cls": ShapesClassificationDataset,
     "shapes-pose": ShapesPoseDataset,
     "world": WorldDataset,
     "world-stereo": WorldStereoDataset,
@@ -62,6 +64,7 @@ __all__ = [
     "RenderedScene",
     "Scene",
     "ShapeObject",
+    "ShapesClassificationDataset",
     "ShapesConfig",
     "ShapesDataset",
     "ShapesPoseDataset",
