@@ -75,3 +75,23 @@ def test_classifier_recipe_trains_and_evaluates(tmp_path):
     prediction = predictor(dataset[0][0])[0]
     assert prediction["probabilities"].shape == (7,)
     assert prediction["probabilities"].sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_convolutionalised_classifier_gives_the_classifier_logits():
+    from structvision.models.classification import classifier_small, convolutionalize
+
+    torch.manual_seed(0)
+    classifier = classifier_small(num_classes=7, width=8).eval()
+    with torch.no_grad():
+        for module in classifier.modules():  # non-trivial batch-norm statistics
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    dense = convolutionalize(classifier).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        scores = dense(images)  # (2, 7, 2, 2): the classifier slid over the image
+        assert scores.shape == (2, 7, 2, 2)
+        assert torch.allclose(scores.mean(dim=(2, 3)), classifier.logits(images), atol=1e-5)
+        larger = dense(torch.rand(1, 3, 128, 96))
+    assert larger.shape == (1, 7, 4, 3)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from structvision.models.backbones import small_backbone
 
-__all__ = ["ImageClassifier", "classifier_small"]
+__all__ = ["ConvolutionalClassifier", "ImageClassifier", "classifier_small", "convolutionalize"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,3 +77,35 @@ def classifier_small(*, num_classes: int, width: int = 32, norm: str = "batch") 
     return ImageClassifier(
         backbone=backbone, feature_channels=backbone.out_channels["c5"], num_classes=num_classes
     )
+
+
+class ConvolutionalClassifier(nn.Module):
+    """A classifier "convolutionalised" (Long et al., 2015, section 3.1): its fully connected
+    layer becomes the equivalent 1x1 convolution, so the net slides over an image of any size
+    and returns a map of class scores, ``(B, K, H / 32, W / 32)``.
+
+    The classifier pools before its linear layer; as both are linear, pooling the score map
+    gives exactly the classifier's logits: ``scores(x).mean((2, 3)) == classifier.logits(x)``.
+    """
+
+    def __init__(self, classifier: ImageClassifier) -> None:
+        super().__init__()
+        self.backbone = classifier.backbone
+        fc = classifier.fc
+        self.score = nn.Conv2d(fc.in_features, fc.out_features, kernel_size=1)
+        with torch.no_grad():
+            self.score.weight.copy_(fc.weight[:, :, None, None])
+            self.score.bias.copy_(fc.bias)
+        self.register_buffer("image_mean", classifier.image_mean.clone(), False)
+        self.register_buffer("image_std", classifier.image_std.clone(), False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` in [0, 1] -> class scores ``(B, K, h, w)`` at the deepest stride."""
+        features = self.backbone((images - self.image_mean) / self.image_std)
+        return self.score(list(features.values())[-1])
+
+
+def convolutionalize(classifier: ImageClassifier) -> ConvolutionalClassifier:
+    """The fully convolutional version of ``classifier`` (:class:`ConvolutionalClassifier`),
+    sharing its backbone."""
+    return ConvolutionalClassifier(classifier)
