@@ -110,7 +110,10 @@ def _baseline_row(name: str, val: str, train: str, train_images: int) -> dict:
     started = time.perf_counter()
     for index in range(len(dataset)):
         image, target = dataset[index]
-        prediction = method.predict(image[None], [target])
+        if name == "sgbm":
+            prediction = method.predict(image[None], [target])  # the right image is in target
+        else:
+            prediction = method.predict(image[None])
         evaluator.update([target], prediction)
     seconds = time.perf_counter() - started
     return {**evaluator.compute(), "images_per_sec": len(dataset) / seconds}
@@ -144,7 +147,9 @@ def main() -> None:
         parser.error(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
     train = f"world-stereo:num_images={args.train_images},cache=true"
     val = f"world-stereo:num_images={args.val_images},cache=true"
-    results: dict = {
+    previous = args.out / "results.json"  # rows run earlier into the same folder are kept
+    results: dict = json.loads(previous.read_text()) if previous.is_file() else {}
+    results |= {
         "setup": {
             "steps": args.steps,
             "batch_size": args.batch_size,
