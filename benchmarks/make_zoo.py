@@ -15,9 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
-from structvision.engine.checkpoint import FORMAT_NAME, FORMAT_VERSION, save_state_dict
+from structvision.engine.checkpoint import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    default_file_mode,
+    save_state_dict,
+)
 from structvision.tasks import load_trained_model, run_eval
 from structvision.zoo import WEIGHTS_DIR
 
@@ -51,23 +57,26 @@ def main() -> None:
         "train": None,
     }
     (folder / "config.json").write_text(json.dumps(record, indent=2) + "\n")
-    full = run_eval(args.run, data=args.check_data, out=folder / ".full.json")
-    shipped = run_eval(f"zoo:{args.name}", data=args.check_data, out=folder / ".shipped.json")
-    for scratch in (".full.json", ".shipped.json"):
-        (folder / scratch).unlink()
-    keys = [k for k in args.check_keys.split(",") if k] or [k for k in shipped if k != "num_images"]
+    os.chmod(folder / "model.safetensors", default_file_mode())  # safetensors writes 0600
     held_out = json.loads((args.run / "metrics.json").read_text())
     zoo_record = {
         "recipe": model_config["recipe"],
         "task": args.task,
         "description": args.description,
-        "metrics": {k: held_out[k] for k in keys if k in held_out},
+        "metrics": {},
         "command": args.command,
-        "check": {
-            "data": args.check_data,
-            "metrics": {k: shipped[k] for k in keys},
-            "tolerance": args.tolerance,
-        },
+    }
+    (folder / "zoo.json").write_text(json.dumps(zoo_record, indent=2) + "\n")  # loadable now
+    full = run_eval(args.run, data=args.check_data, out=folder / ".full.json")
+    shipped = run_eval(f"zoo:{args.name}", data=args.check_data, out=folder / ".shipped.json")
+    for scratch in (".full.json", ".shipped.json"):
+        (folder / scratch).unlink()
+    keys = [k for k in args.check_keys.split(",") if k] or [k for k in shipped if k != "num_images"]
+    zoo_record["metrics"] = {k: held_out[k] for k in keys if k in held_out}
+    zoo_record["check"] = {
+        "data": args.check_data,
+        "metrics": {k: shipped[k] for k in keys},
+        "tolerance": args.tolerance,
     }
     (folder / "zoo.json").write_text(json.dumps(zoo_record, indent=2) + "\n")
     size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
