@@ -107,6 +107,7 @@ def test_quick_demo_writes_its_outputs(tmp_path, monkeypatch):
     for key in ("fcn/miou", "fcn+crf/miou", "fcn/boundary_f", "fcn+crf/boundary_f", "monodepth/a1"):
         assert 0.0 <= summary[key] <= 1.0, key
     assert summary["monodepth/abs_rel"] > 0
+    assert summary["zoo_monodepth/a1"] > 0.7  # the shipped model is trained
     # Running it again reuses its own folder; a foreign non-empty folder is refused.
     assert runner.invoke(app, ["demo", "--quick", "--out", str(out)]).exit_code == 0
     foreign = tmp_path / "mine"
