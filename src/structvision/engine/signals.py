@@ -5,6 +5,10 @@ like every checkpoint) and raises `TrainingInterrupted`, which the command line 
 exact resume command and exit status ``128 + signal`` (130 for SIGINT, 143 for SIGTERM). The
 first signal also puts the previous handlers back, so a second one stops the process at once;
 that cannot corrupt anything either, since a checkpoint becomes visible only by a rename.
+
+With several processes every one must stop after the same step, so the decision is a vote
+carried by the all-reduce the loop already makes for its NaN/Inf check: a signal seen by any
+process stops all of them after the step in which the vote counted it (no extra collective).
 """
 
 from __future__ import annotations
@@ -14,8 +18,6 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType, TracebackType
-
-import torch
 
 __all__ = ["StopSignals", "TrainingInterrupted"]
 
@@ -52,6 +54,7 @@ class StopSignals:
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.announce = announce
         self.signal_number: int | None = None
+        self.agreed = False  # several processes: set once the vote says some process stops
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -85,12 +88,9 @@ class StopSignals:
                 flush=True,
             )
 
-    def requested(self, fabric=None) -> bool:
-        """Whether a stop was asked for, on this process or (with several) on any process."""
-        if fabric is None or fabric.world_size == 1:
-            return self.signal_number is not None
-        number = torch.tensor([float(self.signal_number or 0)], device=fabric.device)
-        number = fabric.all_reduce(number, reduce_op=torch.distributed.ReduceOp.MAX)
-        if self.signal_number is None and int(number.item()) > 0:
-            self.signal_number = int(number.item())
-        return self.signal_number is not None
+    def agree(self) -> None:
+        """Several processes voted, and some process received a signal: all of them stop after
+        this step (a process that saw none stops as for SIGINT)."""
+        self.agreed = True
+        if self.signal_number is None:
+            self.signal_number = int(signal.SIGINT)

@@ -259,6 +259,7 @@ class _Loop:
         self.dataset_size = dataset_size
         self.samples_per_step = config.batch_size * config.grad_accum_steps * fabric.world_size
         self.data_seconds = 0.0  # waiting for batches since the last log line
+        self.stop: StopSignals | None = None  # set by run()
 
     def run(
         self,
@@ -274,6 +275,7 @@ class _Loop:
             TrainingInterrupted: a stop signal arrived; the step reached was checkpointed.
         """
         config = self.config
+        self.stop = stop
         window = _LossWindow()
         with TrainingProgress(
             total=config.max_steps,
@@ -293,7 +295,10 @@ class _Loop:
                     record = self.log_window(window=window, step=step, lr=lr)
                     progress.log(record)
                     window = _LossWindow()
-                stopping = stop is not None and stop.requested(self.fabric)
+                # every process decides alike: with several, the vote travels with the loss check
+                stopping = stop is not None and (
+                    stop.agreed if self.fabric.world_size > 1 else stop.signal_number is not None
+                )
                 if _every(step, config.checkpoint_every) or step == config.max_steps or stopping:
                     self.save(step)
                 if stopping:
@@ -348,7 +353,13 @@ class _Loop:
         terms = torch.stack([loss_dict[name].detach().float() for name in names] + [total_loss])
         bad_counts = (~torch.isfinite(terms.detach())).float()
         if self.fabric.world_size > 1:
-            bad_counts = self.fabric.all_reduce(bad_counts, reduce_op="sum")
+            # one collective for two questions: any bad loss, and any stop signal (see run)
+            vote = float(self.stop is not None and self.stop.signal_number is not None)
+            counts = torch.cat([bad_counts, bad_counts.new_tensor([vote])])
+            counts = self.fabric.all_reduce(counts, reduce_op="sum")
+            bad_counts = counts[:-1]
+            if self.stop is not None and bool(counts[-1] > 0):
+                self.stop.agree()
         if bool(bad_counts.any()):
             labels = [*names, "total"]
             bad = [name for name, n in zip(labels, bad_counts.tolist(), strict=True) if n > 0]
