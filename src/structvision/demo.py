@@ -393,7 +393,7 @@ def _depth_stage(out: Path, settings: DemoSettings, console: Console) -> tuple[R
     # the shipped, longer-trained model on the same pairs: what training for longer gives
     zoo_metrics = run_eval("zoo:monodepth_world", data=val, out=run / "eval" / "zoo.json")
     console.print(
-        f"  the zoo's monodepth_world (1500 steps) on the same pairs: abs_rel "
+        f"  the zoo's monodepth_world (3000 steps) on the same pairs: abs_rel "
         f"{zoo_metrics['abs_rel']:.3f}, a1 {zoo_metrics['a1']:.3f}"
     )
     _, model, _ = load_trained_model(run)
@@ -428,7 +428,7 @@ def _depth_stage(out: Path, settings: DemoSettings, console: Console) -> tuple[R
             f"and predicts disparities for both views; the right image, warped with them, is "
             f"its only supervision (appearance, smoothness and left-right consistency losses). "
             f"Trained for {steps} steps here, beside the zoo's monodepth_world (the same "
-            f"network after 1500 steps on 2000 pairs); columns: image, this run's disparity, "
+            f"network after 3000 steps on 2000 pairs); columns: image, this run's disparity, "
             f"the zoo model's, the true disparity (bright is near). BENCHMARKS.md has the "
             f"ablation and the baselines.",
         ),
