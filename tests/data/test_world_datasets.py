@@ -183,3 +183,17 @@ def test_world_video_visible_fraction_counts_what_hides_an_object():
     crowded = WorldVideoDataset(split="val", num_images=6, num_frames=2, num_objects=(8, 8), **SIZE)
     partial = torch.cat([crowded[i][1]["visible_fraction"].flatten() for i in range(6)])
     assert ((partial > 0) & (partial < 0.95)).any()  # some objects are partly hidden
+
+
+def test_valid_marks_the_points_the_other_camera_sees():
+    # On valid pixels the right camera's depth, found at x - d, is this pixel's depth (the same
+    # surface point); without the occlusion test 1-5% of them would land on an occluder.
+    dataset = WorldStereoDataset(split="val", num_images=6, seed=0, num_objects=(6, 8), **SIZE)
+    x, y = _pixel_centres(48, 96)
+    for index in range(6):
+        _, target = dataset[index]
+        back = _sample_at(target["depth_right"][None], x - target["disparity"], y)[0]
+        mismatch = ((back - target["depth"]) / target["depth"]).abs() > 0.05
+        valid = _interior(target["valid"]) & (x - target["disparity"] > 1)
+        assert mismatch[valid].float().mean() < 0.01, index
+        assert (~target["valid"]).any()
