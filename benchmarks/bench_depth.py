@@ -58,6 +58,7 @@ def _train_row(name: str, args: argparse.Namespace, train: str, val: str) -> dic
             val_data=val,
             out=out,
             max_steps=args.steps,
+            seed=args.seed,
             overrides=overrides,
         )
     minutes = (time.perf_counter() - started) / 60
@@ -139,6 +140,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench_depth"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every trained row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = args.rows.split(",")
@@ -156,6 +158,7 @@ def main() -> None:
             "train_images": args.train_images,
             "val_images": args.val_images,
             "threads": args.threads,
+            "seed": args.seed,
             "image_size": [128, 256],
         },
         "renderer": _renderer_speed(128, 256),

@@ -68,6 +68,9 @@ def test_classifier_recipe_trains_and_evaluates(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["top1"] <= 1 and metrics["num_images"] == 16
     assert len(list((run / "predictions").glob("*.png"))) == 8
+    report = (run / "report.html").read_text()
+    assert "Confusion matrix" in report and "true \\ predicted" in report
+    assert report.count("<th>background</th>") == 2  # a column and a row
     dataset = build_dataset(data, split="val")
     import structvision
 
@@ -81,7 +84,7 @@ def test_convolutionalised_classifier_gives_the_classifier_logits():
     from structvision.models.classification import classifier_small, convolutionalize
 
     torch.manual_seed(0)
-    classifier = classifier_small(num_classes=7, width=8).eval()
+    classifier = classifier_small(num_classes=7, width=8, norm="batch").eval()
     with torch.no_grad():
         for module in classifier.modules():  # non-trivial batch-norm statistics
             if isinstance(module, torch.nn.BatchNorm2d):

@@ -70,9 +70,10 @@ class ImageClassifier(nn.Module):
         return [{"label": p.argmax(), "probabilities": p} for p in probabilities]
 
 
-def classifier_small(*, num_classes: int, width: int = 32, norm: str = "batch") -> ImageClassifier:
+def classifier_small(*, num_classes: int, width: int = 32, norm: str = "group") -> ImageClassifier:
     """The detectors' small backbone (:func:`~structvision.models.backbones.small_backbone`,
-    ``c2 .. c5``) as a classifier."""
+    ``c2 .. c5``) as a classifier; group norm by default, like the small detectors, so that its
+    trunk starts them (``model.pretrained``)."""
     backbone = small_backbone(width=width, norm=norm)
     return ImageClassifier(
         backbone=backbone, feature_channels=backbone.out_channels["c5"], num_classes=num_classes

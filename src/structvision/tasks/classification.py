@@ -65,6 +65,41 @@ def draw_classification(
     return torch.cat([picture, text], dim=1)
 
 
+#: Validation crops the run report's confusion matrix is computed on (at most).
+REPORT_CROPS = 1000
+
+
+def classification_report_sections(model: nn.Module, dataset: Dataset, model_config: dict) -> list:
+    """The confusion matrix of ``model`` on up to `REPORT_CROPS` validation crops, rows the
+    true classes, with each class's recall, for the run report."""
+    from structvision.viz import ReportSection
+
+    names = list(model_config.get("class_names") or dataset.class_names)
+    evaluator = ClassificationEvaluator(num_classes=len(names))
+    device = next(model.parameters()).device
+    count = min(len(dataset), REPORT_CROPS)
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, count, 64):
+            samples = [dataset[i] for i in range(start, min(start + 64, count))]
+            images = torch.stack([image for image, _ in samples]).to(device)
+            evaluator.update([target for _, target in samples], model(images))
+    matrix = evaluator.confusion_matrix()
+    header = ["true \\ predicted", *names, "recall"]
+    rows = [
+        [name, *row.tolist(), float(row[index]) / max(int(row.sum()), 1)]
+        for index, (name, row) in enumerate(zip(names, matrix, strict=True))
+    ]
+    top1 = float(matrix.diag().sum()) / max(int(matrix.sum()), 1)
+    return [
+        ReportSection(
+            "Confusion matrix",
+            paragraphs=[f"{count} validation crops; top-1 accuracy {top1:.4f}."],
+            grid=[header, *rows],
+        )
+    ]
+
+
 CLASSIFIER_TRAINING = TrainConfig(
     max_steps=2000,
     batch_size=64,
@@ -111,4 +146,5 @@ RECIPES["classifier"] = Recipe(
     draw=draw_classification,
     model_options=MODEL_OPTIONS,
     train_defaults=CLASSIFIER_TRAINING,
+    report_sections=classification_report_sections,
 )

@@ -40,6 +40,7 @@ MODEL_OPTIONS = (
     "trainable_layers",
     "weights_path",
     "init",
+    "pretrained",
     "proposal_mode",
     "max_proposals",
     "cache_dir",
@@ -75,11 +76,32 @@ def build_detector(*, arch: str, num_classes: int, **options: Any) -> nn.Module:
             f"model.arch {arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}"
         )
     init = options.pop("init", None)
+    pretrained = options.pop("pretrained", None)
     try:
         model = builders[arch](num_classes=num_classes, **options)
     except TypeError as error:
         raise RecipeError(f"model.arch {arch!r}: {error}") from error
-    return init_from_coco(model, init, arch=arch)
+    return init_from_coco(init_from_classifier(model, pretrained, arch=arch), init, arch=arch)
+
+
+#: Architectures whose trunk is the small backbone, which ``model.pretrained`` starts.
+SMALL_ARCHITECTURES = ("small_fpn", "small_c4", "fast_rcnn_small")
+
+
+def init_from_classifier(model: nn.Module, pretrained: str | None, *, arch: str) -> nn.Module:
+    """``model`` with its small backbone copied from the classifier ``pretrained`` (``zoo:NAME``,
+    a run/checkpoint folder or a state-dict file); ``None`` or ``"none"``: from scratch."""
+    from structvision.models.pretrained import NO_PRETRAINING, init_small_backbone
+
+    if pretrained is None or str(pretrained).lower() in NO_PRETRAINING:
+        return model
+    if arch not in SMALL_ARCHITECTURES:
+        raise RecipeError(
+            f"model.pretrained starts the small backbone of model.arch "
+            f"{', '.join(SMALL_ARCHITECTURES)}; {arch!r} starts from ImageNet weights with "
+            f"model.weights_path"
+        )
+    return init_small_backbone(model, str(pretrained))
 
 
 #: Architectures that ``model.init`` can start from torchvision's COCO-trained weights.

@@ -32,7 +32,12 @@ from structvision.data.collate import collate_detection
 from structvision.data.spec import DataSpec, build_dataset, parse_spec
 from structvision.data.transforms import detection_train_transforms
 from structvision.evaluation import COCOEvaluator
-from structvision.tasks.detection import SMALL_DETECTOR_TRAINING, coco_evaluator, init_from_coco
+from structvision.tasks.detection import (
+    SMALL_DETECTOR_TRAINING,
+    coco_evaluator,
+    init_from_classifier,
+    init_from_coco,
+)
 from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
 
 __all__ = [
@@ -69,6 +74,7 @@ MASK_MODEL_OPTIONS = (
     "trainable_layers",
     "weights_path",
     "init",
+    "pretrained",
 )
 #: ``--set model.KEY=VALUE`` options of ``keypoint_rcnn``; ``keypoint_sigmas`` is not a network
 #: setting but the OKS sigmas stored with the model (needed for COCO files of a new layout).
@@ -85,6 +91,7 @@ KEYPOINT_MODEL_OPTIONS = (
     "trainable_layers",
     "weights_path",
     "init",
+    "pretrained",
     "keypoint_sigmas",
 )
 
@@ -98,11 +105,12 @@ def _build(builders: dict[str, Callable[..., nn.Module]], arch: str, **kwargs: A
     if arch not in builders:
         raise RecipeError(f"model.arch {arch!r} is unknown; choose one of {', '.join(builders)}")
     init = kwargs.pop("init", None)
+    pretrained = kwargs.pop("pretrained", None)
     try:
         model = builders[arch](**kwargs)
     except TypeError as error:  # an option this architecture does not have
         raise RecipeError(f"model.arch {arch!r}: {error}") from error
-    return init_from_coco(model, init, arch=arch)
+    return init_from_coco(init_from_classifier(model, pretrained, arch=arch), init, arch=arch)
 
 
 def build_mask_rcnn(*, arch: str, num_classes: int, **options: Any) -> nn.Module:

@@ -64,6 +64,9 @@ class Recipe:
     takes_model_config: bool = False
     #: The training settings ``setup`` gives (a `TrainConfig`), for ``structvision recipes NAME``.
     train_defaults: Any = None
+    #: Extra sections of a run's ``report.html``:
+    #: ``report_sections(model, dataset, model_config) -> list[ReportSection]``.
+    report_sections: Callable[..., list] | None = None
 
     def evaluator_for(self, dataset: Dataset, model_config: dict[str, Any]) -> Any:
         """``build_evaluator`` for a trained model of this recipe (its ``model_config``)."""
@@ -75,7 +78,7 @@ class Recipe:
 #: Model options that only choose a model's initial weights (e.g. a local ImageNet or COCO state
 #: dict). A trained model is rebuilt without them: its checkpoint holds every weight, so
 #: evaluation, prediction and resumption never read those files again.
-INIT_ONLY_OPTIONS = ("weights_path", "init")
+INIT_ONLY_OPTIONS = ("weights_path", "init", "pretrained")
 
 #: What each ``--set model.NAME=VALUE`` option means (``structvision recipes NAME`` lists a
 #: recipe's options with these texts; defaults are the recipe's model builder's).
@@ -94,6 +97,8 @@ MODEL_OPTION_HELP = {
     "trainable_layers": "ResNet stages trained (0-5); the rest are frozen",
     "weights_path": "a local ImageNet state dict to start the backbone from",
     "init": "a local torchvision COCO detector state dict to start from (fine-tuning)",
+    "pretrained": "the classifier whose trunk starts the small backbone: zoo:NAME, a run of "
+    "the classifier recipe or a state-dict file; none trains from scratch",
     "proposal_mode": "Fast R-CNN proposals: selective search mode (fast or quality)",
     "max_proposals": "Fast R-CNN: proposals kept per image",
     "cache_dir": "Fast R-CNN: where Selective Search proposals are cached",

@@ -333,6 +333,8 @@ def _write_run_outputs(
         plot = plot_training_curves(read_metrics_jsonl(metrics_file), out / "loss.png")
         if plot is not None:
             sections.append(ReportSection("Training losses", images=[(plot, "loss per step")]))
+    if recipe.report_sections is not None:
+        sections += recipe.report_sections(model, dataset, model_config)
     sections.append(ReportSection("Predictions on validation images", images=images))
     write_html_report(out / "report.html", title=f"{recipe.name}: {out.name}", sections=sections)
 

@@ -29,8 +29,9 @@ img { image-rendering: pixelated; max-width: 100%; }
 
 @dataclass
 class ReportSection:
-    """One section of the page: a heading, paragraphs, a key/value table and images.
+    """One section of the page: a heading, paragraphs, a key/value table, a grid and images.
 
+    ``grid`` is a table given by rows, the first row its header (e.g. a confusion matrix);
     ``images`` holds ``(path, caption)`` pairs; paths are written relative to the report.
     """
 
@@ -38,6 +39,7 @@ class ReportSection:
     paragraphs: Sequence[str] = ()
     table: Mapping[str, object] = field(default_factory=dict)
     images: Sequence[tuple[str | Path, str]] = ()
+    grid: Sequence[Sequence[object]] = ()
 
 
 def _format_value(value: object) -> tuple[str, bool]:
@@ -59,6 +61,17 @@ def _section_html(section: ReportSection, root: Path) -> str:
             rows.append(
                 f"<tr><th>{html.escape(str(key))}</th><td{cls}>{html.escape(text)}</td></tr>"
             )
+        parts.append("<table>" + "".join(rows) + "</table>")
+    if section.grid:
+        header, *body = section.grid
+        rows = ["<tr>" + "".join(f"<th>{html.escape(str(v))}</th>" for v in header) + "</tr>"]
+        for row in body:
+            cells = [f"<th>{html.escape(str(row[0]))}</th>"] if row else []
+            for value in row[1:]:
+                text, numeric = _format_value(value)
+                cls = ' class="num"' if numeric else ""
+                cells.append(f"<td{cls}>{html.escape(text)}</td>")
+            rows.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("<table>" + "".join(rows) + "</table>")
     if section.images:
         figures = []

@@ -1,0 +1,128 @@
+"""Starting a model's small backbone from a trained classifier: the field's "ImageNet
+initialisation", with a classifier trained on built-in data (recipe ``classifier``).
+
+Every detector and segmenter of the small family builds its trunk with
+:func:`~structvision.models.backbones.small_backbone`, and the classifier keeps that trunk under
+``backbone.``. :func:`init_small_backbone` copies the classifier's trunk into a model's
+:class:`~structvision.models.backbones.SmallBackbone`: every weight the model's trunk has must
+be in the classifier with the same shape, and the classifier may hold no other weights for the
+stages the model builds (a different ``width`` or ``norm`` is refused, naming the options);
+stages the model does not build (e.g. ``c5`` of a C4 model) are ignored.
+
+A source is ``zoo:NAME``, a classifier run or checkpoint folder, or a state-dict file
+(``.safetensors`` or a ``torch.save`` file read with ``weights_only=True``), with or without the
+``backbone.`` prefix.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from structvision.models.backbones import SmallBackbone
+
+__all__ = ["NO_PRETRAINING", "init_small_backbone", "read_trunk_state_dict"]
+
+#: The value of ``model.pretrained`` that trains the trunk from scratch.
+NO_PRETRAINING = ("none", "scratch", "")
+
+_PREFIX = "backbone."
+
+
+def _source_file(source: str, what: str) -> Path:
+    from structvision.engine.checkpoint import MODEL_FILE, resolve_checkpoint
+    from structvision.zoo import is_zoo_name, zoo_path
+
+    if is_zoo_name(source):
+        return zoo_path(source) / MODEL_FILE
+    path = Path(source)
+    if path.is_dir():
+        try:
+            return resolve_checkpoint(path) / MODEL_FILE
+        except Exception as error:
+            raise FileNotFoundError(
+                f"{what} {source}: not a run or checkpoint folder ({error})"
+            ) from None
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{what} {source} does not exist (give zoo:NAME, a classifier run or checkpoint "
+            f"folder, or a state-dict file; 'none' trains from scratch)"
+        )
+    return path
+
+
+def read_trunk_state_dict(
+    source: str | os.PathLike, *, what: str = "model.pretrained"
+) -> dict[str, Tensor]:
+    """The small-backbone weights held by ``source`` (see the module docstring), keys without
+    the ``backbone.`` prefix. Errors name ``what`` and the file."""
+    from structvision.convert import read_state_dict_file
+
+    path = _source_file(str(source), what)
+    state_dict = read_state_dict_file(path, what=what)
+    if any(key.startswith(_PREFIX) for key in state_dict):
+        state_dict = {
+            key.removeprefix(_PREFIX): value
+            for key, value in state_dict.items()
+            if key.startswith(_PREFIX)
+        }
+    if not any(key.startswith("stem.") for key in state_dict):
+        raise ValueError(
+            f"{what} {path} holds no small-backbone weights (no 'stem.*' or 'backbone.stem.*' "
+            f"keys): give a classifier trained with the 'classifier' recipe"
+        )
+    return state_dict
+
+
+def _find_small_backbone(model: nn.Module, what: str) -> SmallBackbone:
+    trunks = [module for module in model.modules() if isinstance(module, SmallBackbone)]
+    if len(trunks) != 1:
+        raise ValueError(
+            f"{what} starts a small backbone, and this model has {len(trunks)} "
+            f"(ResNet and VGG trunks start from ImageNet weights with model.weights_path)"
+        )
+    return trunks[0]
+
+
+def init_small_backbone(
+    model: nn.Module, source: str | os.PathLike, *, what: str = "model.pretrained"
+) -> nn.Module:
+    """Copy the classifier trunk in ``source`` into ``model``'s small backbone; returns
+    ``model``. Raises ``ValueError`` naming ``what`` and the file when the trunks differ."""
+    trunk = _find_small_backbone(model, what)
+    state_dict = read_trunk_state_dict(source, what=what)
+    own = trunk.state_dict()
+    counted = [key for key in own if not key.endswith("num_batches_tracked")]
+    missing = [key for key in counted if key not in state_dict]
+    unbuilt = tuple(f"stages.{index}." for index in range(len(trunk.stages), 8))
+    unexpected = [
+        key
+        for key in state_dict
+        if key not in own
+        and not key.endswith("num_batches_tracked")
+        and not key.startswith(unbuilt)
+    ]
+    mismatched = [
+        f"{key}: {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
+        for key in counted
+        if key in state_dict and state_dict[key].shape != own[key].shape
+    ]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} weight(s) missing, first: {missing[:3]}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unknown weight(s), first: {unexpected[:3]}")
+        if mismatched:
+            problems.append(f"{len(mismatched)} of another shape, first: {mismatched[:3]}")
+        raise ValueError(
+            f"{what} {source} does not fit this model's backbone ({'; '.join(problems)}): "
+            f"was it trained with the same model.width and model.norm?"
+        )
+    with torch.no_grad():
+        for key in counted:
+            own[key].copy_(state_dict[key].to(own[key].dtype))
+    return model
