@@ -123,3 +123,13 @@ def test_cli_detector_from_a_classifier_run_never_rereads_it(tmp_path):
     shutil.rmtree(classifier_run)  # a trained model holds every weight it needs
     result = runner.invoke(app, ["eval", str(run), "--data", "shapes:num_images=2"])
     assert result.exit_code == 0, result.output
+
+
+def test_the_zoo_classifier_starts_the_default_detector():
+    from structvision.zoo import zoo_path
+
+    model = build_detector(arch="small_fpn", num_classes=7, pretrained="zoo:classifier_shapes")
+    shipped = read_trunk_state_dict(zoo_path("classifier_shapes") / "model.safetensors")
+    trunk = _trunk(model).state_dict()
+    assert trunk.keys() <= shipped.keys()
+    assert all(torch.equal(trunk[k], shipped[k].float()) for k in trunk)
