@@ -77,6 +77,8 @@ def _row_settings(row: str, args: argparse.Namespace) -> tuple[str, dict[str, st
     settings = {
         "batch_size": str(args.batch_size),
         "seed": str(args.seed),
+        "model.norm": "batch",  # the FCN's default when these rows were measured
+        "model.pretrained": "none",
         "optimizer": args.optimizer,
         "lr": str(args.lr),
         "eval_every": "0",

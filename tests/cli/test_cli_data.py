@@ -79,35 +79,37 @@ def test_check_on_missing_file_is_one_clear_line(tmp_path):
 
 def test_quick_demo_writes_its_outputs(tmp_path, monkeypatch):
     import structvision.demo
+    from structvision.demo import DemoSettings
+    from structvision.zoo import zoo_entries
 
     # the tour's shape, not its length
-    steps = {"mask_rcnn": 4, "keypoint_rcnn": 4, "fcn8s": 4, "monodepth": 4}
-    monkeypatch.setattr(structvision.demo, "QUICK_TRAIN_STEPS", steps)
+    tiny = DemoSettings(
+        num_samples=2,
+        num_speed_images=4,
+        num_coco_images=4,
+        zoo_images=6,
+        num_shown=2,
+        train_steps=2,
+        batch_size=2,
+        val_images=2,
+    )
+    monkeypatch.setattr(structvision.demo.DemoSettings, "make", classmethod(lambda cls, q: tiny))
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    for name in (
-        "samples.png",
-        "semantic.png",
-        "index.html",
-        "demo.json",
-        "shapes-coco/annotations.json",
-        "segmentation_crf.png",
-        "mask_rcnn/report.html",
-        "keypoint_rcnn/report.html",
-        "fcn8s/report.html",
-        "monodepth/report.html",
-        "depth.png",
-    ):
+    names = ["samples.png", "semantic.png", "index.html", "demo.json"]
+    names += ["shapes-coco/annotations.json", "faster_rcnn/report.html"]
+    names += [f"zoo/{name}.png" for name in zoo_entries()]
+    for name in names:
         assert (out / name).is_file(), name
+    page = (out / "index.html").read_text()
     summary = json.loads((out / "demo.json").read_text())
     assert summary["coco_roundtrip/bbox/AP"] == 1.0 and summary["coco_roundtrip/segm/AP"] == 1.0
-    for key in ("mask_rcnn/bbox/AP50", "mask_rcnn/segm/AP", "keypoint_rcnn/keypoints/AP"):
-        assert 0.0 <= summary[key] <= 1.0, key
-    for key in ("fcn/miou", "fcn+crf/miou", "fcn/boundary_f", "fcn+crf/boundary_f", "monodepth/a1"):
-        assert 0.0 <= summary[key] <= 1.0, key
-    assert summary["monodepth/abs_rel"] > 0
-    assert summary["zoo_monodepth/a1"] > 0.7  # the shipped model is trained
+    for name in zoo_entries():  # every shipped model is shown, with its numbers
+        assert f"zoo:{name}" in page and any(k.startswith(f"zoo/{name}/") for k in summary)
+    assert summary["zoo/monodepth_world/a1"] > 0.7  # the shipped models are trained
+    assert summary["zoo/classifier_shapes/top1"] > 0.5
+    assert 0.0 <= summary["training/faster_rcnn/bbox/AP50"] <= 1.0
     # Running it again reuses its own folder; a foreign non-empty folder is refused.
     assert runner.invoke(app, ["demo", "--quick", "--out", str(out)]).exit_code == 0
     foreign = tmp_path / "mine"

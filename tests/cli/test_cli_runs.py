@@ -160,8 +160,11 @@ def test_recipes_name_lists_settings_with_defaults():
     assert result.exit_code == 0
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
     assert "200" in rows["warmup_steps"] and "warm-up" in rows["warmup_steps"]
-    assert "3000" in rows["max_steps"]
-    assert "model.width" in result.output
+    from structvision.tasks.detection import FASTER_RCNN_TRAINING
+
+    assert str(FASTER_RCNN_TRAINING.max_steps) in rows["max_steps"]
+    assert "adamw" in rows["optimizer"]  # the recipe's default, not TrainConfig's
+    assert "model.width" in result.output and "model.pretrained" in result.output
 
 
 # --------------------------------------------------------------------------- real processes

@@ -133,3 +133,47 @@ def test_the_zoo_classifier_starts_the_default_detector():
     trunk = _trunk(model).state_dict()
     assert trunk.keys() <= shipped.keys()
     assert all(torch.equal(trunk[k], shipped[k].float()) for k in trunk)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "data"),
+    [("faster_rcnn", "shapes"), ("mask_rcnn", "shapes"), ("fcn8s", "shapes"),
+     ("keypoint_rcnn", "shapes-pose"), ("fast_rcnn", "shapes")],
+)  # fmt: skip
+def test_recipes_start_from_the_zoo_trunk_unless_told_otherwise(recipe, data):
+    from structvision.tasks.registry import RECIPES
+
+    setup = RECIPES[recipe].setup
+    task = setup(data=f"{data}:num_images=2", val_data=None, model_overrides={})
+    kwargs = task.model_config["kwargs"]
+    assert kwargs["pretrained"] == "zoo:classifier_shapes"
+    shipped = read_trunk_state_dict("zoo:classifier_shapes")
+    first = _trunk(task.model).stem[0].weight
+    assert torch.equal(first, shipped["stem.0.weight"].float())
+    if recipe != "fcn8s" and recipe != "fast_rcnn":
+        assert kwargs["box_head"] == "conv"
+    scratch = setup(
+        data=f"{data}:num_images=2", val_data=None, model_overrides={"pretrained": "none"}
+    )
+    assert not torch.equal(_trunk(scratch.model).stem[0].weight, first)
+    # a width or norm the zoo trunk does not have trains from scratch, as asked
+    other = {"norm": "batch"} if recipe == "fcn8s" else {"width": 8}
+    task = setup(data=f"{data}:num_images=2", val_data=None, model_overrides=other)
+    assert "pretrained" not in task.model_config["kwargs"]
+
+
+def test_a_resumed_run_does_not_read_the_default_trunk_again(tmp_path, monkeypatch):
+    from structvision.tasks import run_train
+
+    run = tmp_path / "run"
+    settings = {"batch_size": "1", "progress": "false", "eval_every": "0"}
+    run_train("faster_rcnn", data="shapes:num_images=2", out=run, max_steps=1, overrides=settings)
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["kwargs"]["pretrained"] == "zoo:classifier_shapes"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the trunk was read again")
+
+    monkeypatch.setattr("structvision.models.pretrained.read_trunk_state_dict", refuse)
+    run_train("faster_rcnn", out=run, max_steps=2, resume=True)
+    assert json.loads((run / "config.json").read_text())["model"] == config["model"]

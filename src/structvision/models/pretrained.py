@@ -24,10 +24,21 @@ from torch import Tensor, nn
 
 from structvision.models.backbones import SmallBackbone
 
-__all__ = ["NO_PRETRAINING", "init_small_backbone", "read_trunk_state_dict"]
+__all__ = [
+    "DEFAULT_TRUNK",
+    "NO_PRETRAINING",
+    "init_small_backbone",
+    "read_trunk_state_dict",
+    "with_default_trunk",
+]
 
-#: The value of ``model.pretrained`` that trains the trunk from scratch.
+#: The values of ``model.pretrained`` that train the trunk from scratch.
 NO_PRETRAINING = ("none", "scratch", "")
+
+#: The trunk the small models' recipes start from unless told otherwise: the zoo classifier
+#: (width 32, group norm), trained by the ``classifier`` recipe on ``shapes-cls``.
+DEFAULT_TRUNK = "zoo:classifier_shapes"
+_DEFAULT_TRUNK_SHAPE = {"width": 32, "norm": "group"}
 
 _PREFIX = "backbone."
 
@@ -75,6 +86,17 @@ def read_trunk_state_dict(
             f"keys): give a classifier trained with the 'classifier' recipe"
         )
     return state_dict
+
+
+def with_default_trunk(kwargs: dict) -> dict:
+    """``kwargs`` (a small model's options) with ``pretrained`` set to `DEFAULT_TRUNK` unless
+    the user chose a trunk (or ``none``) or a ``width`` / ``norm`` the zoo trunk does not have,
+    in which case the model trains from scratch as asked."""
+    if "pretrained" in kwargs:
+        return kwargs
+    if any(str(kwargs.get(k, v)) != str(v) for k, v in _DEFAULT_TRUNK_SHAPE.items()):
+        return kwargs
+    return {**kwargs, "pretrained": DEFAULT_TRUNK}
 
 
 def _find_small_backbone(model: nn.Module, what: str) -> SmallBackbone:

@@ -37,6 +37,7 @@ from structvision.tasks.detection import (
     coco_evaluator,
     init_from_classifier,
     init_from_coco,
+    small_model_defaults,
 )
 from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
 
@@ -96,6 +97,11 @@ KEYPOINT_MODEL_OPTIONS = (
 )
 
 MASK_POOLERS = ("align", "pool")
+
+#: Mask R-CNN's and Keypoint R-CNN's defaults, the best measured settings (BENCHMARKS.md):
+#: AdamW at lr 5e-4, with the conv box head and the pretrained trunk (`small_model_defaults`).
+MASK_RCNN_TRAINING = SMALL_DETECTOR_TRAINING.replace(optimizer="adamw", lr=5e-4, max_steps=7000)
+KEYPOINT_RCNN_TRAINING = SMALL_DETECTOR_TRAINING.replace(optimizer="adamw", lr=5e-4, max_steps=5000)
 
 
 # --------------------------------------------------------------------------- models
@@ -341,12 +347,14 @@ def setup_mask_rcnn(*, data: str, val_data: str | None, model_overrides: dict) -
     train_dataset, val_dataset = _datasets(data, val_data, recipe="mask_rcnn")
     train_dataset.transforms = _TrainTransforms(detection_train_transforms(scale_range=None))
     class_names = list(train_dataset.class_names)
-    kwargs = {
-        "arch": "small_fpn",
-        "mask_pooler": "align",
-        "num_classes": len(class_names),
-        **model_overrides,
-    }
+    kwargs = small_model_defaults(
+        {
+            "arch": "small_fpn",
+            "mask_pooler": "align",
+            "num_classes": len(class_names),
+            **model_overrides,
+        }
+    )
     return Task(
         model=build_mask_rcnn(**kwargs),
         model_config={
@@ -359,7 +367,7 @@ def setup_mask_rcnn(*, data: str, val_data: str | None, model_overrides: dict) -
         val_dataset=val_dataset,
         collate_fn=collate_detection,
         evaluator_factory=lambda: mask_evaluator(val_dataset),
-        train_config=SMALL_DETECTOR_TRAINING,
+        train_config=MASK_RCNN_TRAINING,
     )
 
 
@@ -381,6 +389,9 @@ def setup_keypoint_rcnn(*, data: str, val_data: str | None, model_overrides: dic
         "num_keypoints": int(train_dataset.num_keypoints),
         **overrides,
     }
+    if kwargs["arch"] == "small_fpn":  # heatmaps that reach joints just outside the box
+        kwargs = {"keypoint_roi_expansion": 1.25, **kwargs}
+    kwargs = small_model_defaults(kwargs)
     model_config = {
         "recipe": "keypoint_rcnn",
         "kwargs": kwargs,
@@ -395,7 +406,7 @@ def setup_keypoint_rcnn(*, data: str, val_data: str | None, model_overrides: dic
         val_dataset=val_dataset,
         collate_fn=collate_detection,
         evaluator_factory=lambda: keypoint_evaluator(val_dataset, model_config=model_config),
-        train_config=SMALL_DETECTOR_TRAINING,
+        train_config=KEYPOINT_RCNN_TRAINING,
     )
 
 
@@ -408,7 +419,7 @@ RECIPES["mask_rcnn"] = Recipe(
     build_evaluator=mask_evaluator,
     collate_fn=collate_detection,
     model_options=MASK_MODEL_OPTIONS,
-    train_defaults=SMALL_DETECTOR_TRAINING,
+    train_defaults=MASK_RCNN_TRAINING,
 )
 RECIPES["keypoint_rcnn"] = Recipe(
     name="keypoint_rcnn",
@@ -420,6 +431,6 @@ RECIPES["keypoint_rcnn"] = Recipe(
     collate_fn=collate_detection,
     draw=draw_keypoint_instances,
     model_options=KEYPOINT_MODEL_OPTIONS,
-    train_defaults=SMALL_DETECTOR_TRAINING,
+    train_defaults=KEYPOINT_RCNN_TRAINING,
     takes_model_config=True,
 )

@@ -187,6 +187,15 @@ def _without_init_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if key not in INIT_ONLY_OPTIONS}
 
 
+def _resumed_model_overrides(recipe: Recipe, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The model options a resumed run is rebuilt with: its checkpoint holds every weight, so
+    no initial weights are read, not even a recipe's default pretrained trunk."""
+    kept = _without_init_options(overrides)
+    if "pretrained" in recipe.model_options:
+        kept["pretrained"] = "none"
+    return kept
+
+
 def _say(message: str) -> None:
     if is_rank_zero():
         print(message, flush=True)
@@ -251,7 +260,7 @@ def run_train(
         task = recipe.setup(
             data=plan.data,
             val_data=plan.val_data,
-            model_overrides=_without_init_options(plan.model_overrides)
+            model_overrides=_resumed_model_overrides(recipe, plan.model_overrides)
             if resume
             else plan.model_overrides,
         )
