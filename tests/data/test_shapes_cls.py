@@ -23,9 +23,15 @@ def test_object_crops_hold_their_object_and_background_crops_do_not():
         assert image.shape == (3, 32, 32) and image.min() >= 0 and image.max() <= 1
         label = int(target["label"])
         labels.append(label)
-        scene_labels = set(scenes[index][1]["labels"].tolist())
+        scene = scenes[index][1]
         if label > 0:
-            assert label in scene_labels  # the crop's class is an object of its scene
+            assert label in set(scene["labels"].tolist())  # an object of its scene
+            sides = (scene["boxes"][:, 2:] - scene["boxes"][:, :2]).amax(1)[
+                scene["labels"] == label
+            ]
+            assert torch.isclose(sides, target["object_size"]).any()  # ... and its size
+        else:
+            assert target["object_size"] == 0
     assert 0 in labels and len(set(labels)) >= 5  # background and most classes occur
     again = ShapesClassificationDataset(split="val", num_images=60, seed=0, crop_size=32)
     assert torch.equal(again[7][0], crops[7][0])

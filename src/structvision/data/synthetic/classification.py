@@ -7,9 +7,10 @@ box grown by a random context factor (1.2 to 1.8) and shifted a little, so neigh
 occluders may show at its edges; a background crop is a square of 20-50% of the image side
 with less than 5% of its pixels on any object. Crops are resized to ``crop_size`` pixels.
 
-``dataset[i]`` is ``(image (3, S, S), {"label": int64, "image_id": int64})``; label 0 is the
-background, ``1..K`` the shape classes (``class_names``). Samples are fixed by
-``(seed, split, i)``.
+``dataset[i]`` is ``(image (3, S, S), {"label": int64, "image_id": int64, "object_size":
+float32})``; label 0 is the background, ``1..K`` the shape classes (``class_names``);
+``object_size`` is the longer side of the object's box in the scene, pixels (0 for background
+crops), for accuracy by size. Samples are fixed by ``(seed, split, i)``.
 """
 
 from __future__ import annotations
@@ -81,17 +82,23 @@ class ShapesClassificationDataset(Dataset):
         rng = self._rng(index)
         height, width = image.shape[-2:]
         boxes = target["boxes"]
+        object_size = 0.0
         if len(boxes) == 0 or rng.random() < self.background_fraction:
             x0, y0, side, label = *self._background_square(rng, target, height, width), 0
         else:
             k = int(rng.integers(len(boxes)))
             x1, y1, x2, y2 = boxes[k].tolist()
-            side = max(x2 - x1, y2 - y1) * rng.uniform(1.2, 1.8)
+            object_size = max(x2 - x1, y2 - y1)
+            side = object_size * rng.uniform(1.2, 1.8)
             cx = (x1 + x2) / 2 + rng.uniform(-0.1, 0.1) * side
             cy = (y1 + y2) / 2 + rng.uniform(-0.1, 0.1) * side
             x0, y0, label = cx - side / 2, cy - side / 2, int(target["labels"][k])
         crop = _crop_square(image, x0, y0, side, self.crop_size)
-        result = {"label": torch.tensor(label), "image_id": torch.tensor(index)}
+        result = {
+            "label": torch.tensor(label),
+            "image_id": torch.tensor(index),
+            "object_size": torch.tensor(object_size, dtype=torch.float32),
+        }
         if self.transforms is not None:
             return self.transforms(crop, result)
         return crop, result
