@@ -61,6 +61,10 @@ ROADMAP = (
         "ready",
     ),
     ("3D world renderer (stereo, depth, flow, normals); Monodepth from stereo", "in progress"),
+    (
+        "classifier pretraining on built-in data, recipes from the pretrained trunk, model zoo",
+        "in progress",
+    ),
     ("SINT tracking, optical flow, normals and reflectance", "planned"),
 )
 
