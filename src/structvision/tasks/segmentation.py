@@ -126,10 +126,11 @@ def draw_segmentation(
 
 
 #: Training settings of the small FCNs on ``shapes``, the best measured (BENCHMARKS.md,
-#: "Defaults that deliver"): AdamW at lr 1e-3 from the pretrained trunk. (SGD at lr 0.01 from
-#: scratch predicted background almost everywhere for the first 4000 steps.)
+#: "Defaults that deliver"): AdamW at lr 1e-3 from the pretrained trunk, 12000 steps (FCN-8s:
+#: mIoU 0.758). SGD at lr 0.01 from scratch predicted background almost everywhere for the
+#: first 4000 steps and reached 0.225 after 15000.
 FCN_TRAINING = TrainConfig(
-    max_steps=4000,
+    max_steps=12000,
     batch_size=8,
     optimizer="adamw",
     lr=1e-3,
