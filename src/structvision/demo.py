@@ -88,23 +88,23 @@ class DemoSettings:
         if quick:
             return cls(
                 num_samples=8,
-                num_speed_images=50,
-                num_coco_images=16,
-                zoo_images=20,
+                num_speed_images=30,
+                num_coco_images=12,
+                zoo_images=12,
                 num_shown=4,
-                train_steps=20,
-                batch_size=4,
-                val_images=20,
+                train_steps=12,
+                batch_size=2,
+                val_images=8,
             )
         return cls(
             num_samples=12,
             num_speed_images=200,
             num_coco_images=50,
-            zoo_images=100,
+            zoo_images=60,
             num_shown=8,
-            train_steps=200,
+            train_steps=150,
             batch_size=8,
-            val_images=100,
+            val_images=60,
         )
 
 
