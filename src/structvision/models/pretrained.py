@@ -109,6 +109,13 @@ def _find_small_backbone(model: nn.Module, what: str) -> SmallBackbone:
     return trunks[0]
 
 
+def _in_unbuilt_stage(key: str, built: int) -> bool:
+    """Whether ``key`` (``stages.I.…``) belongs to a stage at or past index ``built``."""
+    head, _, rest = key.partition(".")
+    index = rest.partition(".")[0]
+    return head == "stages" and index.isdigit() and int(index) >= built
+
+
 def init_small_backbone(
     model: nn.Module, source: str | os.PathLike, *, what: str = "model.pretrained"
 ) -> nn.Module:
@@ -119,13 +126,12 @@ def init_small_backbone(
     own = trunk.state_dict()
     counted = [key for key in own if not key.endswith("num_batches_tracked")]
     missing = [key for key in counted if key not in state_dict]
-    unbuilt = tuple(f"stages.{index}." for index in range(len(trunk.stages), 8))
     unexpected = [
         key
         for key in state_dict
         if key not in own
         and not key.endswith("num_batches_tracked")
-        and not key.startswith(unbuilt)
+        and not _in_unbuilt_stage(key, len(trunk.stages))
     ]
     mismatched = [
         f"{key}: {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
