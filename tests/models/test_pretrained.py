@@ -14,7 +14,6 @@ from structvision.models.classification import classifier_small
 from structvision.models.pretrained import init_small_backbone, read_trunk_state_dict
 from structvision.tasks.detection import build_detector
 from structvision.tasks.instances import build_mask_rcnn
-from structvision.tasks.registry import RecipeError
 from structvision.tasks.segmentation import build_segmenter
 
 
@@ -92,8 +91,10 @@ def test_bad_sources_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="zoo has no entry"):
         read_trunk_state_dict("zoo:no_such_entry")
     _, path = _classifier_file(tmp_path)
-    with pytest.raises(RecipeError, match="resnet50_fpn"):
+    with pytest.raises(ValueError, match=r"model\.pretrained .*'resnet50_fpn'"):
         build_detector(arch="resnet50_fpn", num_classes=4, pretrained=str(path))
+    with pytest.raises(ValueError, match=r"model\.pretrained .*'vgg'"):
+        build_segmenter(arch="vgg", variant="8s", num_classes=4, pretrained=str(path))
     # "none" is from scratch
     build_detector(arch="small_fpn", num_classes=4, width=8, pretrained="none")
 

@@ -29,6 +29,7 @@ __all__ = [
     "NO_PRETRAINING",
     "init_small_backbone",
     "read_trunk_state_dict",
+    "start_from_classifier",
     "with_default_trunk",
 ]
 
@@ -154,3 +155,19 @@ def init_small_backbone(
         for key in counted:
             own[key].copy_(state_dict[key].to(own[key].dtype))
     return model
+
+
+def start_from_classifier(
+    model: nn.Module, pretrained: str | None, *, arch: str, small_archs: tuple[str, ...]
+) -> nn.Module:
+    """A recipe's ``model.pretrained``: ``model`` (built as ``arch``) with its small backbone
+    from the classifier ``pretrained``; ``None`` or ``"none"`` leaves it as built. An
+    architecture outside ``small_archs`` has no small backbone and is refused by name."""
+    if pretrained is None or str(pretrained).lower() in NO_PRETRAINING:
+        return model
+    if arch not in small_archs:
+        raise ValueError(
+            f"model.pretrained starts the small backbone of model.arch {', '.join(small_archs)}; "
+            f"{arch!r} starts from ImageNet weights with model.weights_path"
+        )
+    return init_small_backbone(model, str(pretrained))

@@ -91,17 +91,9 @@ SMALL_ARCHITECTURES = ("small_fpn", "small_c4", "fast_rcnn_small")
 def init_from_classifier(model: nn.Module, pretrained: str | None, *, arch: str) -> nn.Module:
     """``model`` with its small backbone copied from the classifier ``pretrained`` (``zoo:NAME``,
     a run/checkpoint folder or a state-dict file); ``None`` or ``"none"``: from scratch."""
-    from structvision.models.pretrained import NO_PRETRAINING, init_small_backbone
+    from structvision.models.pretrained import start_from_classifier
 
-    if pretrained is None or str(pretrained).lower() in NO_PRETRAINING:
-        return model
-    if arch not in SMALL_ARCHITECTURES:
-        raise RecipeError(
-            f"model.pretrained starts the small backbone of model.arch "
-            f"{', '.join(SMALL_ARCHITECTURES)}; {arch!r} starts from ImageNet weights with "
-            f"model.weights_path"
-        )
-    return init_small_backbone(model, str(pretrained))
+    return start_from_classifier(model, pretrained, arch=arch, small_archs=SMALL_ARCHITECTURES)
 
 
 #: Architectures that ``model.init`` can start from torchvision's COCO-trained weights.

@@ -48,7 +48,7 @@ MODEL_OPTIONS = (
 
 def build_segmenter(*, arch: str, variant: str, num_classes: int, **options: Any) -> nn.Module:
     """Build an FCN by backbone name: ``small``, ``resnet`` or ``vgg``."""
-    from structvision.models.pretrained import NO_PRETRAINING, init_small_backbone
+    from structvision.models.pretrained import start_from_classifier
     from structvision.models.segmentation import fcn_resnet, fcn_small, fcn_vgg
 
     builders = {"small": fcn_small, "resnet": fcn_resnet, "vgg": fcn_vgg}
@@ -59,14 +59,7 @@ def build_segmenter(*, arch: str, variant: str, num_classes: int, **options: Any
         model = builders[arch](num_classes=num_classes, variant=variant, **options)
     except TypeError as error:
         raise RecipeError(f"model.arch {arch!r}: {error}") from error
-    if pretrained is None or str(pretrained).lower() in NO_PRETRAINING:
-        return model
-    if arch != "small":
-        raise RecipeError(
-            f"model.pretrained starts the small backbone (model.arch small); {arch!r} starts "
-            f"from ImageNet weights with model.weights_path"
-        )
-    return init_small_backbone(model, str(pretrained))
+    return start_from_classifier(model, pretrained, arch=arch, small_archs=("small",))
 
 
 def _dataset(spec: str | DataSpec, *, split: str, transforms=None) -> Dataset:
