@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from cli_toys import DATA, InitNet
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from structvision import tasks
 from structvision.cli import app
 from structvision.data.spec import build_dataset
 
@@ -69,6 +71,47 @@ def test_resume_keeps_the_runs_settings_and_records_the_change(init_net_recipe, 
     assert record["history"] == [{"resumed_at_step": 4, "changed": {"max_steps": [4, 6]}}]
     trainer = torch.load(run / "checkpoints/step_000006/trainer.pt", weights_only=True)
     assert "exp_avg" in next(iter(trainer["optimizer"]["state"].values()))  # still AdamW
+
+
+def test_resume_rebuilds_the_saved_model_when_the_recipe_defaults_changed(
+    init_net_recipe, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    assert _train(run, "--set", "checkpoint_every=2").exit_code == 0  # width: InitNet's 4
+    trained = _weights(run, 4)
+
+    def wider_by_default(*, data, val_data, model_overrides):  # a later release's default
+        return init_net_recipe.setup(
+            data=data, val_data=val_data, model_overrides={"width": 8, **model_overrides}
+        )
+
+    monkeypatch.setitem(tasks.RECIPES, "init_net", replace(init_net_recipe, setup=wider_by_default))
+    resumed = runner.invoke(
+        app, ["train", "init_net", "--out", str(run), "--resume", "--max-steps", "6"]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    continued = _weights(run, 6)
+    assert continued["conv.weight"].shape == trained["conv.weight"].shape == (4, 3, 3, 3)
+    assert json.loads((run / "config.json").read_text())["model"]["kwargs"] == {"num_classes": 6}
+
+
+def test_resume_refuses_data_that_no_longer_fits_the_model(init_net_recipe, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    assert _train(run).exit_code == 0
+    before = _tree_digest(run)
+
+    def more_classes(*, data, val_data, model_overrides):  # the data folder changed under the run
+        task = init_net_recipe.setup(data=data, val_data=val_data, model_overrides=model_overrides)
+        task.model_config["kwargs"]["num_classes"] += 1
+        return task
+
+    monkeypatch.setitem(tasks.RECIPES, "init_net", replace(init_net_recipe, setup=more_classes))
+    refused = runner.invoke(
+        app, ["train", "init_net", "--out", str(run), "--resume", "--max-steps", "6"]
+    )
+    assert refused.exit_code == 2, refused.output
+    assert "num_classes: the run has 6, the data now gives 7" in " ".join(refused.output.split())
+    assert _tree_digest(run) == before
 
 
 @pytest.mark.parametrize(

@@ -196,6 +196,26 @@ def _resumed_model_overrides(recipe: Recipe, overrides: dict[str, Any]) -> dict[
     return kept
 
 
+def _rebuilt_as_saved(recipe: Recipe, task: Any, saved_model: dict[str, Any]) -> Any:
+    """``task`` with its model rebuilt from the run's saved model options, as eval and predict
+    rebuild it: defaults the recipe has gained since the run started (a head, a normalisation)
+    do not apply to it. What the data decides (e.g. ``num_classes``) must still agree, else the
+    data changed under the run."""
+    from dataclasses import replace
+
+    saved = _without_init_options(saved_model.get("kwargs", {}))
+    built = _without_init_options(task.model_config.get("kwargs", {}))
+    from_data = [k for k in built if k not in recipe.model_options and k in saved]
+    changed = {k: (saved.get(k), built[k]) for k in from_data if saved.get(k) != built[k]}
+    if changed:
+        said = "; ".join(
+            f"{k}: the run has {old!r}, the data now gives {new!r}"
+            for k, (old, new) in changed.items()
+        )
+        raise RecipeError(f"--resume: the data no longer matches the run's model ({said})")
+    return replace(task, model=recipe.build_model(**saved))
+
+
 def _say(message: str) -> None:
     if is_rank_zero():
         print(message, flush=True)
@@ -268,14 +288,8 @@ def run_train(
         raise RecipeError(f"recipe {recipe.name!r} with {plan.model_overrides}: {error}") from None
     model_config = task.model_config
     if plan.saved is not None:
-        saved_model = plan.saved["model"]
-        built = _without_init_options(model_config.get("kwargs", {}))
-        if built != _without_init_options(saved_model.get("kwargs", {})):
-            raise RecipeError(
-                f"--resume: recipe {recipe.name!r} now builds {built} from this data, but the run "
-                f"was trained with {saved_model.get('kwargs')}"
-            )
-        model_config = saved_model  # keeps e.g. weights_path, which the resumed build skips
+        task = _rebuilt_as_saved(recipe, task, plan.saved["model"])
+        model_config = plan.saved["model"]  # keeps e.g. weights_path, which the rebuild skips
     try:
         config = task.train_config.replace(**plan.train_overrides)
     except (TypeError, ValueError) as error:
