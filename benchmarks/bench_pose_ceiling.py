@@ -1,0 +1,149 @@
+"""How well can a pose estimator do on ``shapes-pose``? Keypoint AP of oracles on held-out images.
+
+Keypoint R-CNN's goal (keypoint AP >= 0.70) only means something if the data allows it. Each
+row scores an oracle that detects every figure with its true box (score 1) and places its
+keypoints with one kind of error, so the row's AP is a ceiling for any model whose error is of
+that kind and size:
+
+- ``exact``: the true keypoints (a check of the evaluation: AP 1).
+- ``heatmap_SxS``: the true keypoints as Keypoint R-CNN can express them: each one encoded into
+  its cell of the ``S x S`` heatmap over the box grown by ``--expansion`` (the model's training
+  target), decoded back as the model decodes its heatmaps. The grid's quantisation error alone.
+- ``noise_Dpx``: each coordinate moved by a Gaussian of standard deviation ``D`` image pixels.
+- ``swap_left_right``: every left/right joint pair exchanged (a model that cannot tell the
+  figure's chirality).
+- ``box_jitter_F``: keypoints exact, box corners moved by ``F`` of the box size (OKS uses the
+  ground truth's area, so only the box-level match is affected).
+
+Also prints the pixel tolerance that the OKS sigmas give (the distance at which one keypoint's
+similarity is 0.5) across figures, and the figures' heights, so the numbers can be read against
+the image size.
+
+    python benchmarks/bench_pose_ceiling.py                     # 500 images, default generator
+    python benchmarks/bench_pose_ceiling.py --data shapes-pose:image_size=192
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import torch
+
+from structvision.data.spec import build_dataset
+from structvision.data.synthetic.figures import FLIP_INDEX
+from structvision.structures import heatmaps_to_keypoints, keypoints_to_heatmap_targets, scale_boxes
+from structvision.tasks.instances import keypoint_evaluator
+
+
+def _targets(dataset) -> list[dict[str, torch.Tensor]]:
+    return [dataset[i][1] for i in range(len(dataset))]
+
+
+def _through_heatmap(keypoints: torch.Tensor, boxes: torch.Tensor, size: int, expansion: float):
+    """The keypoints as the model's ``size x size`` heatmaps over the grown boxes express them."""
+    rois = scale_boxes(boxes, expansion) if expansion != 1.0 else boxes
+    cells, valid = keypoints_to_heatmap_targets(keypoints, rois, size)
+    heatmaps = torch.full((*cells.shape, size * size), -10.0)
+    heatmaps.scatter_(2, cells[..., None], 10.0)
+    decoded, _ = heatmaps_to_keypoints(heatmaps.view(*cells.shape, size, size), rois)
+    # A keypoint outside the grown box has no target cell: the model cannot place it there.
+    return torch.where(valid[..., None], decoded, keypoints.new_tensor([-1e4, -1e4, 1.0]))
+
+
+def _oracle(dataset, targets, place, boxes_of=lambda t: t["boxes"]) -> float:
+    """Keypoint AP of true boxes (``boxes_of``) with keypoints placed by ``place``."""
+    evaluator = keypoint_evaluator(dataset)
+    predictions = []
+    for target in targets:
+        keypoints = target["keypoints"].float()
+        boxes = target["boxes"].float()
+        predicted = place(keypoints, boxes).clone()
+        predicted[..., 2] = 1.0
+        predictions.append(
+            {
+                "boxes": boxes_of(target).float(),
+                "labels": target["labels"],
+                "scores": torch.ones(len(boxes)),
+                "keypoints": predicted,
+            }
+        )
+    evaluator.update(targets, predictions)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return evaluator.compute()["keypoints/AP"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="shapes-pose")
+    parser.add_argument("--num-images", type=int, default=500)
+    parser.add_argument("--expansion", type=float, default=1.25)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    spec = f"{args.data}{',' if ':' in args.data else ':'}num_images={args.num_images}"
+    dataset = build_dataset(spec, split="val")
+    targets = _targets(dataset)
+    rng = torch.Generator().manual_seed(args.seed)
+
+    def noisy(std: float):
+        def place(keypoints, boxes):
+            moved = keypoints.clone()
+            moved[..., :2] += std * torch.randn(moved[..., :2].shape, generator=rng)
+            return moved
+
+        return place
+
+    def jittered_boxes(fraction: float):
+        def boxes_of(target):
+            boxes = target["boxes"].float()
+            size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+            return boxes + fraction * size * torch.randn(boxes.shape, generator=rng)
+
+        return boxes_of
+
+    rows = {
+        "exact": _oracle(dataset, targets, lambda k, b: k),
+        "heatmap_56x56": _oracle(
+            dataset, targets, lambda k, b: _through_heatmap(k, b, 56, args.expansion)
+        ),
+        "heatmap_28x28": _oracle(
+            dataset, targets, lambda k, b: _through_heatmap(k, b, 28, args.expansion)
+        ),
+        "swap_left_right": _oracle(dataset, targets, lambda k, b: k[:, list(FLIP_INDEX)]),
+    }
+    for std in (0.5, 1.0, 1.5, 2.0, 3.0):
+        rows[f"noise_{std}px"] = _oracle(dataset, targets, noisy(std))
+    for fraction in (0.05, 0.1):
+        rows[f"box_jitter_{fraction}"] = _oracle(
+            dataset, targets, lambda k, b: k, jittered_boxes(fraction)
+        )
+
+    sigmas = np.asarray(keypoint_evaluator(dataset).keypoint_sigmas)
+    tolerances, heights = [], []
+    for target in targets:
+        for area, keypoints in zip(target["area"].tolist(), target["keypoints"], strict=True):
+            if (keypoints[:, 2] > 0).any():
+                # OKS_k = exp(-d^2 / (2 area (2 sigma_k)^2)) = 0.5 at d = 2 sigma_k sqrt(2 ln2 area)
+                tolerances.append(2 * sigmas * math.sqrt(2 * math.log(2) * area))
+        heights += (target["boxes"][:, 3] - target["boxes"][:, 1]).tolist()
+    tolerances = np.stack(tolerances)
+    result = {
+        "data": spec,
+        "figures": len(heights),
+        "keypoints/AP": {name: round(ap, 4) for name, ap in rows.items()},
+        "oks_half_distance_px": {
+            f"p{q}": round(float(np.percentile(tolerances, q)), 2) for q in (10, 50, 90)
+        },
+        "box_height_px": {
+            f"p{q}": round(float(np.percentile(heights, q)), 1) for q in (10, 50, 90)
+        },
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
