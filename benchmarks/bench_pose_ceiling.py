@@ -17,9 +17,14 @@ that kind and size:
 
 Also prints the pixel tolerance that the OKS sigmas give (the distance at which one keypoint's
 similarity is 0.5) across figures, and the figures' heights, so the numbers can be read against
-the image size.
+the image size. With ``--run``, also a trained keypoint model's own error on the same images:
+its detections matched to the figures (box IoU >= 0.5, best score first), and for each visible
+keypoint of a matched figure the distance in image pixels, the fraction within the OKS
+half-distance, and how often the keypoint lies nearer the figure's mirror joint (a left/right
+confusion).
 
     python benchmarks/bench_pose_ceiling.py                     # 500 images, default generator
+    python benchmarks/bench_pose_ceiling.py --run zoo:keypoint_rcnn_shapes
     python benchmarks/bench_pose_ceiling.py --data shapes-pose:image_size=192
 """
 
@@ -77,12 +82,63 @@ def _oracle(dataset, targets, place, boxes_of=lambda t: t["boxes"]) -> float:
         return evaluator.compute()["keypoints/AP"]
 
 
+def _model_errors(run: str, dataset, targets, half_distances: list[np.ndarray]) -> dict:
+    """Pixel errors of a trained model's keypoints on the figures it detects."""
+    from structvision.structures import box_iou
+    from structvision.tasks.run import load_trained_model
+
+    _, model, _ = load_trained_model(run)
+    device = next(model.parameters()).device
+    flip = list(FLIP_INDEX)
+    distances, swapped, within, matched = [], [], [], 0
+    tolerance_of = iter(half_distances)
+    with torch.no_grad():
+        for index, target in enumerate(targets):
+            image = dataset[index][0].to(device)
+            prediction = {k: v.cpu() for k, v in model([image])[0].items()}
+            order = prediction["scores"].argsort(descending=True)
+            boxes, keypoints = prediction["boxes"][order], prediction["keypoints"][order]
+            iou = box_iou(target["boxes"].float(), boxes) if len(boxes) else None
+            taken = set()
+            for figure, truth in enumerate(target["keypoints"].float()):
+                visible = truth[:, 2] > 0
+                if not visible.any():
+                    continue
+                tolerance = next(tolerance_of)
+                candidates = [] if iou is None else (iou[figure] >= 0.5).nonzero().flatten()
+                chosen = next((int(c) for c in candidates if int(c) not in taken), None)
+                if chosen is None:
+                    continue
+                taken.add(chosen)
+                matched += 1
+                guess = keypoints[chosen, :, :2]
+                error = (guess - truth[:, :2]).norm(dim=1)
+                mirrored = (guess - truth[flip, :2]).norm(dim=1)
+                paired = torch.tensor([flip[k] != k for k in range(len(flip))])
+                distances += error[visible].tolist()
+                within += (error[visible] <= torch.from_numpy(tolerance)[visible]).tolist()
+                swapped += (mirrored < error)[visible & paired].tolist()
+    figures = sum(int((t["keypoints"][..., 2] > 0).any(dim=1).sum()) for t in targets)
+    errors = np.asarray(distances)
+    if not matched:
+        return {"figures_matched": f"0/{figures}"}
+    return {
+        "figures_matched": f"{matched}/{figures}",
+        "error_px": {f"p{q}": round(float(np.percentile(errors, q)), 2) for q in (25, 50, 75, 90)},
+        "within_oks_half_distance": round(float(np.mean(within)), 4),
+        "left_right_swapped": round(float(np.mean(swapped)), 4),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="shapes-pose")
     parser.add_argument("--num-images", type=int, default=500)
     parser.add_argument("--expansion", type=float, default=1.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--run", default=None, help="a trained keypoint model: run, checkpoint, zoo:NAME"
+    )
     args = parser.parse_args()
     spec = f"{args.data}{',' if ':' in args.data else ':'}num_images={args.num_images}"
     dataset = build_dataset(spec, split="val")
@@ -130,6 +186,7 @@ def main() -> None:
                 # OKS_k = exp(-d^2 / (2 area (2 sigma_k)^2)) = 0.5 at d = 2 sigma_k sqrt(2 ln2 area)
                 tolerances.append(2 * sigmas * math.sqrt(2 * math.log(2) * area))
         heights += (target["boxes"][:, 3] - target["boxes"][:, 1]).tolist()
+    per_figure = list(tolerances)
     tolerances = np.stack(tolerances)
     result = {
         "data": spec,
@@ -142,6 +199,8 @@ def main() -> None:
             f"p{q}": round(float(np.percentile(heights, q)), 1) for q in (10, 50, 90)
         },
     }
+    if args.run is not None:
+        result["model"] = {"run": args.run, **_model_errors(args.run, dataset, targets, per_figure)}
     print(json.dumps(result, indent=2))
 
 
