@@ -8,6 +8,7 @@ and concatenate, and ``compute() -> dict[str, float]`` with flat keys such as ``
 from structvision.evaluation.classification import ClassificationEvaluator
 from structvision.evaluation.coco import COCOEvaluator
 from structvision.evaluation.depth import DepthEvaluator, depth_errors
+from structvision.evaluation.flow import FlowEvaluator, flow_errors
 from structvision.evaluation.segmentation import SegmentationEvaluator
 from structvision.evaluation.voc import VOCEvaluator, voc_ap
 
@@ -15,8 +16,10 @@ __all__ = [
     "COCOEvaluator",
     "ClassificationEvaluator",
     "DepthEvaluator",
+    "FlowEvaluator",
     "SegmentationEvaluator",
     "VOCEvaluator",
     "depth_errors",
+    "flow_errors",
     "voc_ap",
 ]

@@ -4,7 +4,7 @@ Non-maximum suppression and region-of-interest pooling are documented facades ov
 torchvision's compiled kernels, so the rest of structvision imports these names. Spatial
 pyramid pooling (SPPnet) and multi-scale RoIAlign over FPN levels build on them. The fully
 connected CRF (mean-field inference, a trainable layer and a regularised loss) runs on a
-permutohedral lattice.
+permutohedral lattice. ``warp`` samples an image along a dense flow (flow losses and tests).
 """
 
 from structvision.ops.boxes import batched_nms, nms
@@ -23,6 +23,7 @@ from structvision.ops.spp import (
     roi_spatial_pyramid_pool,
     spatial_pyramid_pool,
 )
+from structvision.ops.warp import flow_inside, warp
 
 __all__ = [
     "DenseCRF",
@@ -36,6 +37,7 @@ __all__ = [
     "batched_nms",
     "dense_crf",
     "dense_crf_loss",
+    "flow_inside",
     "mean_field",
     "nms",
     "partial_cross_entropy",
@@ -44,4 +46,5 @@ __all__ = [
     "roi_pool",
     "roi_spatial_pyramid_pool",
     "spatial_pyramid_pool",
+    "warp",
 ]

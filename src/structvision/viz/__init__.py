@@ -15,6 +15,7 @@ from structvision.viz.draw import (
     semantic_palette,
     tile_images,
 )
+from structvision.viz.flow import color_wheel, draw_flow_arrows, flow_to_image
 from structvision.viz.report import (
     ReportSection,
     plot_training_curves,
@@ -25,12 +26,15 @@ from structvision.viz.report import (
 __all__ = [
     "COCO_PERSON_SKELETON",
     "ReportSection",
+    "color_wheel",
     "colorize_semantic",
     "colorize_values",
     "default_skeleton",
+    "draw_flow_arrows",
     "draw_instances",
     "draw_legend",
     "draw_skeletons",
+    "flow_to_image",
     "instance_colors",
     "plot_training_curves",
     "read_metrics_jsonl",
