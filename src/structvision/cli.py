@@ -81,7 +81,7 @@ def data_synth(
         typer.Argument(
             help="Built-in generator with optional settings: 'shapes', 'shapes-pose', "
             "'shapes:figures=true,max_objects=8', 'world-stereo' (written in the KITTI stereo "
-            "2015 layout)."
+            "2015 layout), 'world-flow' (the KITTI flow 2015 layout plus .flo files)."
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (images/ + annotations.json).")],
@@ -138,6 +138,19 @@ def data_synth(
             )
             console.print(
                 f"wrote {num_images} stereo pairs in the KITTI stereo 2015 layout to {path}"
+            )
+            return
+        if generator == "world-flow":
+            from structvision.data.flow import write_kitti_flow_folder
+
+            path = write_kitti_flow_folder(
+                dataset,
+                out,
+                num_images=num_images,
+                progress=lambda done, total: progress.update(bar, completed=done),
+            )
+            console.print(
+                f"wrote {num_images} frame pairs in the KITTI flow 2015 layout (and flo/) to {path}"
             )
             return
         if generator == "world":

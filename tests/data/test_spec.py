@@ -91,3 +91,9 @@ def test_voc_folder_spec_reads_the_split_image_set(tmp_path):
     _, target = train[0]
     assert target["boxes"].tolist() == [[1.0, 2.0, 10.0, 12.0]]
     assert train.class_names[target["labels"][0]] == "dog"
+
+
+def test_settings_may_hold_tuples_with_commas():
+    spec = parse_spec("world-flow:num_images=2,image_size=(32,64),seed=3")
+    assert spec.options == {"num_images": 2, "image_size": (32, 64), "seed": 3}
+    assert build_dataset(spec, split="val")[0][0].shape == (3, 32, 64)

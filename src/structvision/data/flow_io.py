@@ -149,7 +149,7 @@ def write_kitti_flow(
         if mask.shape != array.shape[1:]:
             raise ValueError(f"valid has shape {mask.shape}, the flow {array.shape[1:]}")
         mask = mask.astype(bool) & finite
-    encoded = np.where(mask, array, 0.0) * _KITTI_SCALE + _KITTI_OFFSET
+    encoded = np.where(mask, array.astype(np.float64), 0.0) * _KITTI_SCALE + _KITTI_OFFSET
     encoded = np.round(encoded)
     if encoded.min() < 0 or encoded.max() > 65535:
         limit = _KITTI_OFFSET / _KITTI_SCALE

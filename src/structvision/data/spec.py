@@ -18,6 +18,10 @@ or a path to data on disk in a standard format:
                               or a VOCdevkit folder holding one; the split picks the image set
     path/to/kitti/training    a KITTI stereo 2015 folder (image_2/, image_3/, disp_occ_0/, ...)
     path/to/middlebury        Middlebury 2014 scenes (folders with im0.png, im1.png, disp0.pfm)
+    path/to/Sintel            optical flow: MPI-Sintel (training/clean, flow/, occlusions/),
+    path/to/kitti/training    KITTI flow 2015 (image_2/ *_10.png, *_11.png, flow_occ/, flow_noc/),
+    path/to/FlyingChairs      FlyingChairs (data/*_img1.ppm, *_flow.flo) or Middlebury flow
+                              (other-data/, other-gt-flow/); settings: Sintel pass_name=final
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ DEFAULT_NUM_IMAGES = {"train": 100_000, "val": 500}
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A parsed SPEC: ``kind`` is ``"generator"``, ``"coco"``, ``"voc"``, ``"kitti_stereo"`` or
-    ``"middlebury"``."""
+    """A parsed SPEC: ``kind`` is ``"generator"``, ``"coco"``, ``"voc"``, ``"kitti_stereo"``,
+    ``"middlebury"`` or a flow data set (``"sintel"``, ``"kitti_flow"``, ``"flying_chairs"``,
+    ``"middlebury_flow"``). A KITTI 2015 folder with both stereo and flow ground truth is
+    ``"kitti_stereo"``; ``build_dataset(..., modality="flow")`` reads its flow instead."""
 
     kind: str
     name: str
@@ -75,6 +81,38 @@ def _is_voc_folder(path: Path) -> bool:
     return any((c / "Annotations").is_dir() and (c / "JPEGImages").is_dir() for c in candidates)
 
 
+def _path_and_settings(spec: str) -> tuple[Path, dict[str, Any]]:
+    """``path/to/data:skip_invalid=true`` -> ``(Path("path/to/data"), {"skip_invalid": True})``;
+    a path that does not exist raises ``ValueError``."""
+    path, options = Path(spec).expanduser(), {}
+    if not path.exists() and ":" in spec:
+        head, _, settings = spec.rpartition(":")
+        if Path(head).expanduser().exists():
+            path, options = Path(head).expanduser(), _parse_settings(spec, settings)
+    if not path.exists():
+        known = ", ".join(sorted(_generators()))
+        raise ValueError(
+            f"data SPEC {spec!r} is neither a built-in generator ({known}) nor an existing path"
+        )
+    return path, options
+
+
+def _flow_spec(spec: str) -> DataSpec:
+    """A SPEC read as optical-flow data: a generator, or a flow folder of a known layout."""
+    if spec.partition(":")[0] in _generators():
+        return parse_spec(spec)
+    from structvision.data.flow import detect_flow_folder
+
+    path, options = _path_and_settings(spec)
+    kind = detect_flow_folder(path)
+    if kind is None:
+        raise ValueError(
+            f"data SPEC {spec!r}: {path} is not an optical-flow folder (MPI-Sintel, KITTI flow "
+            "2015, FlyingChairs or Middlebury flow)"
+        )
+    return DataSpec(kind=kind, name=kind, options=options, path=path)
+
+
 def parse_spec(spec: str) -> DataSpec:
     """Parse a SPEC string; an unknown generator or missing path raises ``ValueError``."""
     if not spec or not spec.strip():
@@ -83,19 +121,16 @@ def parse_spec(spec: str) -> DataSpec:
     generators = _generators()
     if name in generators:
         return DataSpec(kind="generator", name=name, options=_parse_settings(spec, settings))
-    path, options = Path(spec).expanduser(), {}
-    if not path.exists() and ":" in spec:  # path/to/data:skip_invalid=true
-        head, _, settings = spec.rpartition(":")
-        if Path(head).expanduser().exists():
-            path, options = Path(head).expanduser(), _parse_settings(spec, settings)
-    if not path.exists():
-        known = ", ".join(sorted(generators))
-        raise ValueError(
-            f"data SPEC {spec!r} is neither a built-in generator ({known}) nor an existing path"
-        )
+    path, options = _path_and_settings(spec)
     if path.is_dir() and _is_voc_folder(path):
         return DataSpec(kind="voc", name="voc", options=options, path=path)
-    if path.is_dir() and (path / "image_2").is_dir() and (path / "image_3").is_dir():
+    from structvision.data.flow import detect_flow_folder
+
+    flow_kind = detect_flow_folder(path)
+    is_stereo = path.is_dir() and (path / "image_2").is_dir() and (path / "image_3").is_dir()
+    if flow_kind is not None and not is_stereo:
+        return DataSpec(kind=flow_kind, name=flow_kind, options=options, path=path)
+    if is_stereo:
         return DataSpec(kind="kitti_stereo", name="kitti_stereo", options=options, path=path)
     if path.is_dir() and (
         (path / "im0.png").is_file() or any((p / "im0.png").is_file() for p in path.iterdir())
@@ -113,9 +148,20 @@ def parse_spec(spec: str) -> DataSpec:
     return DataSpec(kind="coco", name="coco", options=options, path=path)
 
 
+def _top_level_parts(settings: str) -> list[str]:
+    """``"a=1,size=(32,64)"`` -> ``["a=1", "size=(32,64)"]``: commas inside brackets stay."""
+    parts, depth, start = [], 0, 0
+    for position, char in enumerate(settings):
+        depth += (char in "([{") - (char in ")]}")
+        if char == "," and depth == 0:
+            parts.append(settings[start:position])
+            start = position + 1
+    return [*parts, settings[start:]]
+
+
 def _parse_settings(spec: str, settings: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in settings.split(","))):
+    for item in filter(None, (part.strip() for part in _top_level_parts(settings))):
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"data SPEC {spec!r}: setting {item!r} is not of the form key=value")
@@ -123,7 +169,9 @@ def _parse_settings(spec: str, settings: str) -> dict[str, Any]:
     return options
 
 
-def build_dataset(spec: str | DataSpec, *, split: str = "train", **kwargs: Any) -> Dataset:
+def build_dataset(
+    spec: str | DataSpec, *, split: str = "train", modality: str | None = None, **kwargs: Any
+) -> Dataset:
     """Build the dataset a SPEC names.
 
     For a generator, ``split`` selects the disjoint ``train``/``val`` sample streams and the
@@ -131,10 +179,20 @@ def build_dataset(spec: str | DataSpec, *, split: str = "train", **kwargs: Any) 
     ``DEFAULT_NUM_IMAGES[split]``). For files on disk the split is the file itself. Extra
     keyword arguments (``transforms=``, ...) go to the dataset class. A VOC folder reads the
     ``trainval`` image set for ``train`` and ``test`` for ``val`` (falling back to ``train`` and
-    ``val`` where those lists are missing).
+    ``val`` where those lists are missing). ``modality="flow"`` reads the optical flow of a
+    folder that holds more (a KITTI 2015 folder with stereo and flow ground truth); FlyingChairs
+    takes the split from its ``FlyingChairs_train_val.txt``, other flow folders are the split.
     """
     if isinstance(spec, str):
-        spec = parse_spec(spec)
+        spec = _flow_spec(spec) if modality == "flow" else parse_spec(spec)
+    elif modality == "flow" and spec.kind != "generator":
+        spec = _flow_spec(str(spec.path))
+    from structvision.data.flow import FLOW_READERS
+
+    if spec.kind in FLOW_READERS:
+        if spec.kind == "flying_chairs":
+            kwargs = {"split": split, **kwargs}
+        return _construct(FLOW_READERS[spec.kind], spec, spec.path, **spec.options, **kwargs)
     if spec.kind == "generator":
         options = {"num_images": DEFAULT_NUM_IMAGES.get(split, 500), **spec.options}
         generator = _generators()[spec.name]
