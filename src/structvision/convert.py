@@ -33,6 +33,7 @@ from torchvision.models.detection.keypoint_rcnn import (
 )
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads as TVMaskRCNNHeads
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as TVMaskRCNNPredictor
+from torchvision.models.optical_flow import RAFT as TVRAFT
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.models.segmentation import FCN as TVSegmentationFCN
 from torchvision.models.segmentation import DeepLabV3 as TVDeepLabV3
@@ -51,6 +52,7 @@ from structvision.models.detection.keypoint_rcnn import (
 from structvision.models.detection.mask_rcnn import MaskBranch, MaskHead, MaskPredictor, MaskRCNN
 from structvision.models.detection.roi_heads import ConvFCHead, TwoMLPHead
 from structvision.models.detection.rpn import RPNHead
+from structvision.models.flow.raft import RAFT, raft
 from structvision.models.fpn import BackboneWithFPN, FeaturePyramidNetwork
 from structvision.models.segmentation.deeplab import DeepLabHead, DilatedSegmenter, FCNHead
 from structvision.ops import MultiScaleRoIAlign
@@ -74,8 +76,11 @@ def from_torchvision(tv_model: nn.Module) -> nn.Module:
     :class:`~structvision.models.segmentation.DilatedSegmenter`. torchvision's segmentation
     models take normalised images while ours take ``[0, 1]`` images and normalise them with
     ImageNet's mean/std: ``ours(x)[i]["semantic_logits"]`` equals
-    ``tv_model((x - mean) / std)["out"][i]``. The result is in the same train/eval mode as
-    ``tv_model`` and on its device.
+    ``tv_model((x - mean) / std)["out"][i]``. Optical flow: ``RAFT`` (``raft_small``,
+    ``raft_large``, or any configuration of torchvision's class) becomes
+    :class:`~structvision.models.flow.RAFT`; it takes ``[0, 1]`` frames where torchvision's
+    takes ``[-1, 1]``: ``ours.flows(a, b, n)[-1]`` equals ``tv_model(2 a - 1, 2 b - 1, n)[-1]``.
+    The result is in the same train/eval mode as ``tv_model`` and on its device.
     """
     if isinstance(tv_model, TVMaskRCNN):
         model = _convert_mask_rcnn(tv_model)
@@ -85,15 +90,85 @@ def from_torchvision(tv_model: nn.Module) -> nn.Module:
         model = _convert_faster_rcnn(tv_model)
     elif isinstance(tv_model, (TVSegmentationFCN, TVDeepLabV3)):
         model = _convert_dilated_segmenter(tv_model)
+    elif isinstance(tv_model, TVRAFT):
+        model = _convert_raft(tv_model)
     else:
         raise ValueError(
             f"from_torchvision: cannot convert {type(tv_model).__name__}; supported: "
             "torchvision.models.detection.FasterRCNN (and its MaskRCNN, KeypointRCNN), "
             "torchvision.models.segmentation.FCN and "
-            "DeepLabV3 (ResNet backbones)"
+            "DeepLabV3 (ResNet backbones), torchvision.models.optical_flow.RAFT"
         )
     device = next(tv_model.parameters()).device
     return model.to(device).train(tv_model.training)
+
+
+def _raft_encoder_settings(encoder: nn.Module) -> tuple[tuple[int, ...], str, str]:
+    """``(layers, block, norm)`` of a torchvision RAFT ``FeatureEncoder``."""
+    from torchvision.models.optical_flow.raft import BottleneckBlock as TVBottleneckBlock
+
+    stem = encoder.convnormrelu
+    layers = (
+        stem[0].out_channels,
+        *(
+            getattr(encoder, name)[-1].convnormrelu2[0].out_channels
+            for name in ("layer1", "layer2", "layer3")
+        ),
+        encoder.conv.out_channels,
+    )
+    block = "bottleneck" if isinstance(encoder.layer1[0], TVBottleneckBlock) else "residual"
+    if block == "bottleneck":
+        layers = (
+            layers[0],
+            *(
+                getattr(encoder, name)[-1].convnormrelu3[0].out_channels
+                for name in ("layer1", "layer2", "layer3")
+            ),
+            layers[4],
+        )
+    norm = "none"
+    if isinstance(stem[1], nn.InstanceNorm2d):
+        norm = "instance"
+    elif isinstance(stem[1], nn.BatchNorm2d):
+        norm = "batch"
+    return layers, block, norm
+
+
+def _convert_raft(tv: TVRAFT) -> RAFT:
+    """torchvision's RAFT with its hyper-parameters read off the modules, weights loaded as they
+    are (the module names agree)."""
+    feature_layers, feature_block, feature_norm = _raft_encoder_settings(tv.feature_encoder)
+    context_layers, context_block, context_norm = _raft_encoder_settings(tv.context_encoder)
+    motion = tv.update_block.motion_encoder
+    corr_layers = (motion.convcorr1[0].out_channels,)
+    if not isinstance(motion.convcorr2, nn.Identity):
+        corr_layers = (*corr_layers, motion.convcorr2[0].out_channels)
+    recurrent = tv.update_block.recurrent_block
+    cells = [recurrent.convgru1]
+    if isinstance(recurrent.convgru2, nn.Module):
+        cells.append(recurrent.convgru2)
+    model = raft(
+        feature_layers=feature_layers,
+        feature_block=feature_block,
+        feature_norm=feature_norm,
+        context_layers=context_layers,
+        context_block=context_block,
+        context_norm=context_norm,
+        num_levels=tv.corr_block.num_levels,
+        radius=tv.corr_block.radius,
+        corr_layers=corr_layers,
+        flow_layers=(motion.convflow1[0].out_channels, motion.convflow2[0].out_channels),
+        motion_channels=motion.out_channels,
+        hidden_size=recurrent.hidden_size,
+        gru_kernels=tuple(cell.convz.kernel_size for cell in cells),
+        gru_paddings=tuple(cell.convz.padding for cell in cells),
+        flow_head_hidden=tv.update_block.flow_head.conv1.out_channels,
+        convex_upsampling=tv.mask_predictor is not None,
+    )
+    if tv.mask_predictor is not None:
+        model.mask_predictor.multiplier = tv.mask_predictor.multiplier
+    model.load_state_dict(tv.state_dict())
+    return model
 
 
 class TorchvisionBody(nn.Module):
