@@ -6,6 +6,8 @@ holding ``flow``) and ``[{"flow": (2, H, W)}]`` in eval mode (see
 :mod:`structvision.models.flow.common`).
 """
 
+from structvision.models.flow.classical import CLASSICAL_METHODS, ClassicalFlow
+from structvision.models.flow.flownet import FlowNetS, flownet_s, multiscale_epe
 from structvision.models.flow.raft import (
     RAFT,
     RAFT_CONFIGS,
@@ -15,4 +17,16 @@ from structvision.models.flow.raft import (
     sequence_loss,
 )
 
-__all__ = ["RAFT", "RAFT_CONFIGS", "raft", "raft_large", "raft_small", "sequence_loss"]
+__all__ = [
+    "CLASSICAL_METHODS",
+    "RAFT",
+    "RAFT_CONFIGS",
+    "ClassicalFlow",
+    "FlowNetS",
+    "flownet_s",
+    "multiscale_epe",
+    "raft",
+    "raft_large",
+    "raft_small",
+    "sequence_loss",
+]
