@@ -399,7 +399,10 @@ def predict(
     run: Annotated[Path, typer.Argument(help="Run folder, checkpoint folder or zoo:NAME.")],
     images: Annotated[
         list[str],
-        typer.Argument(help="Image files, folders or glob patterns ('photos/*.jpg')."),
+        typer.Argument(
+            help="Image files, folders, glob patterns ('photos/*.jpg') or videos; a flow model "
+            "predicts from each frame to the next, in the order given."
+        ),
     ],
     out: Annotated[
         Path,
@@ -456,6 +459,15 @@ def predict(
         if summary.num_label_maps
         else f", {summary.num_detections} detections scoring >= {score_threshold:g}"
     )
+    if summary.num_flows:
+        console.print(
+            f"{summary.num_flows} frame pairs, flow as .flo and _flow.png"
+            + (f", {len(summary.skipped)} skipped" if summary.skipped else "")
+            + f"; predictions written to {summary.predictions}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     console.print(
         f"{summary.num_images} images{detections}"
         + (f", {len(summary.skipped)} skipped" if summary.skipped else "")

@@ -20,6 +20,7 @@ from structvision.tasks import (
     classification,  # noqa: F401  (registers classifier)
     depth,  # noqa: F401  (registers monodepth)
     detection,  # noqa: F401  (registers faster_rcnn, fast_rcnn)
+    flow,  # noqa: F401  (registers raft_small, flownet_s)
     instances,  # noqa: F401  (registers mask_rcnn, keypoint_rcnn)
     segmentation,  # noqa: F401  (registers fcn32s, fcn16s, fcn8s)
 )

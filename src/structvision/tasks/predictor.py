@@ -13,6 +13,7 @@ coordinates.
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,24 @@ class Predictor:
         the CPU, in the image's own pixel coordinates (``boxes`` xyxy, ``labels``, ``scores``,
         plus ``masks``, ``keypoints`` or ``semantic`` as the model predicts them)."""
         batch = list(images) if isinstance(images, (list, tuple)) else [images]
+        if self.recipe.data_modality == "flow":
+            return self.flow(batch)
         return [self._predict(as_image(image)) for image in batch]
+
+    @torch.no_grad()
+    def flow(self, frames: Sequence[ImageLike]) -> list[dict[str, Tensor]]:
+        """A flow model's ``{"flow": (2, H, W)}`` from each frame to the next: ``N - 1``
+        predictions for ``N`` frames of one size (what calling a flow predictor does)."""
+        pictures = [as_image(frame) for frame in frames]
+        if len(pictures) < 2:
+            raise ValueError(f"optical flow needs at least two frames, got {len(pictures)}")
+        sizes = {tuple(picture.shape) for picture in pictures}
+        if len(sizes) != 1:
+            raise ValueError(f"the frames must all have one size, got {sorted(sizes)}")
+        return [
+            _to_cpu(self.model([torch.cat([first, second]).to(self.device)])[0])
+            for first, second in itertools.pairwise(pictures)
+        ]
 
     def _predict(self, image: Tensor) -> dict[str, Tensor]:
         prediction = _to_cpu(self.model([image.to(self.device)])[0])

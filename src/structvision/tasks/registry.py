@@ -67,6 +67,12 @@ class Recipe:
     #: Extra sections of a run's ``report.html``:
     #: ``report_sections(model, dataset, model_config) -> list[ReportSection]``.
     report_sections: Callable[..., list] | None = None
+    #: The model's input for one ``(image, target)`` sample when it is more than the image
+    #: (two-view models: both frames), for the run's overlays; ``None``: the image.
+    model_input: Callable[[Any, dict], Any] | None = None
+    #: ``build_dataset``'s ``modality`` for this recipe's data on disk (``"flow"`` reads the
+    #: flow of a KITTI folder that also has stereo); ``None``: by the folder's layout.
+    data_modality: str | None = None
 
     def evaluator_for(self, dataset: Dataset, model_config: dict[str, Any]) -> Any:
         """``build_evaluator`` for a trained model of this recipe (its ``model_config``)."""
@@ -96,7 +102,7 @@ MODEL_OPTION_HELP = {
     "box_head": "box head: two fully connected layers (default) or conv (4 GroupNorm convs + fc)",
     "trainable_layers": "ResNet stages trained (0-5); the rest are frozen",
     "weights_path": "a local ImageNet state dict to start the backbone from",
-    "init": "a local torchvision COCO detector state dict to start from (fine-tuning)",
+    "init": "a local torchvision state dict to start from (a COCO detector; RAFT for flow)",
     "pretrained": "the classifier whose trunk starts the small backbone: zoo:NAME, a run of "
     "the classifier recipe or a state-dict file; none trains from scratch",
     "proposal_mode": "Fast R-CNN proposals: selective search mode (fast or quality)",

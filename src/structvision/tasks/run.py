@@ -6,6 +6,7 @@ from Python just the same.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -344,7 +345,8 @@ def _write_run_outputs(
     with torch.no_grad():
         for index in range(min(NUM_PREDICTION_OVERLAYS, len(dataset))):
             image, target = dataset[index]
-            prediction = _to_cpu(model([image.to(device)])[0])
+            given = image if recipe.model_input is None else recipe.model_input(image, target)
+            prediction = _to_cpu(model([given.to(device)])[0])
             path = save_png(
                 draw_prediction(recipe, image, prediction, model_config, target=target),
                 out / "predictions" / f"val_{index:04d}.png",
@@ -449,7 +451,7 @@ def run_eval(
     recipe, model, model_config = load_trained_model(run)
     model = _with_tta(model, recipe, model_config, tta)
     model = _with_crf(model, recipe, crf)
-    dataset = build_dataset(data, split="val")
+    dataset = build_dataset(data, split="val", modality=recipe.data_modality)
     evaluator = recipe.evaluator_for(dataset, model_config)
     metrics = evaluate(
         model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
@@ -510,6 +512,34 @@ def expand_image_inputs(inputs: Sequence[str | Path], *, recursive: bool = False
     return unique
 
 
+#: File suffixes read as videos (every frame, in order) by ``predict``.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def read_video_frames(path: Path) -> list[tuple[Path, torch.Tensor]]:
+    """Every frame of a video file as ``(Path("<stem>_00000"), (3, H, W) float RGB)``, in order.
+
+    Raises:
+        ValueError: the file cannot be decoded or holds no frame.
+    """
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while capture.isOpened():
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            rgb = torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1)
+            frames.append((path.with_name(f"{path.stem}_{len(frames):05d}"), rgb.float() / 255))
+    finally:
+        capture.release()
+    if not frames:
+        raise ValueError(f"video {path}: cannot decode any frame")
+    return frames
+
+
 @dataclass
 class PredictSummary:
     """What `run_predict` wrote: ``predictions.json`` and how many images and detections."""
@@ -519,6 +549,8 @@ class PredictSummary:
     num_detections: int
     num_label_maps: int = 0
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    #: frame pairs given a flow (optical-flow models; then ``num_images`` counts the pairs)
+    num_flows: int = 0
 
 
 def run_predict(
@@ -548,6 +580,11 @@ def run_predict(
       metres as KITTI's 16-bit PNG (value / 256 = metres, 0 = none) and as float32 numpy, and
       ``OUT/<name>_disparity.png``, the disparity colour-mapped (near bright, far dark); the
       overlay shows it under the image.
+    * a video file (``VIDEO_SUFFIXES``) gives its frames, named ``<stem>_00000`` and on.
+    * for an optical-flow model the images are frames, in the order given (a folder's in name
+      order, a video file's in time): for each frame and the next, ``OUT/<name>.flo`` (the
+      flow, Middlebury format), ``OUT/<name>_flow.png`` (Middlebury colours) and the overlay;
+      ``predictions.json`` lists the pairs with their files and mean flow.
 
     Every image is read before anything is written: the first unreadable one is named and
     nothing is written, unless ``skip_bad``, which skips and lists them. With ``crf`` (dense-CRF
@@ -564,6 +601,9 @@ def run_predict(
     loaded, skipped = [], []
     for path in paths:  # fails on a bad file before writing anything
         try:
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                loaded += read_video_frames(path)
+                continue
             loaded.append((path, as_image(path)))
         except (OSError, ValueError) as error:
             if not skip_bad:
@@ -572,6 +612,8 @@ def run_predict(
     if not loaded:
         raise ValueError(f"none of the {len(paths)} image(s) could be read")
     predictor = load(run, score_threshold=score_threshold, tta=tta, crf=crf)
+    if predictor.recipe.data_modality == "flow":
+        return _predict_flow(predictor, loaded, Path(out), skipped)
     model_config = predictor.model_config
     to_category = {int(k): v for k, v in model_config.get("label_to_category_id", {}).items()}
     out = Path(out)
@@ -618,6 +660,41 @@ def run_predict(
     write_json_atomic(target, results)
     num_label_maps = sum("label_map" in record for record in image_records)
     return PredictSummary(target, len(loaded), num_detections, num_label_maps, skipped)
+
+
+def _predict_flow(
+    predictor: Any, loaded: list[tuple[Path, torch.Tensor]], out: Path, skipped: list
+) -> PredictSummary:
+    """Flow between consecutive frames (see `run_predict`)."""
+    from structvision.data.flow_io import write_flo
+    from structvision.engine.files import write_json_atomic
+    from structvision.viz import flow_to_image, save_png
+
+    if len(loaded) < 2:
+        raise ValueError(
+            f"optical flow needs at least two frames; got {len(loaded)} image(s) (give two "
+            "images, a folder of frames or a video file)"
+        )
+    records = []
+    stems = [path.stem for path, _ in loaded]
+    for index, ((path, first), (next_path, second)) in enumerate(itertools.pairwise(loaded)):
+        prediction = predictor.flow([first, second])[0]
+        name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
+        flow = prediction["flow"].float()
+        save_png(predictor.draw(first, prediction), out / f"{name}.png")
+        records.append(
+            {
+                "image_id": index + 1,
+                "file_name": str(path),
+                "next_file_name": str(next_path),
+                "flo": write_flo(out / f"{name}.flo", flow).name,
+                "flow_png": save_png(flow_to_image(flow), out / f"{name}_flow.png").name,
+                "mean_flow": [round(float(v), 4) for v in flow.mean(dim=(1, 2))],
+            }
+        )
+    target = out / "predictions.json"
+    write_json_atomic(target, records)
+    return PredictSummary(target, len(records), 0, 0, skipped, num_flows=len(records))
 
 
 def _semantic_results(
