@@ -89,7 +89,7 @@ INIT_ONLY_OPTIONS = ("weights_path", "init", "pretrained")
 #: What each ``--set model.NAME=VALUE`` option means (``structvision recipes NAME`` lists a
 #: recipe's options with these texts; defaults are the recipe's model builder's).
 MODEL_OPTION_HELP = {
-    "arch": "architecture: the recipe's small model (default) or a torchvision-sized one",
+    "arch": "architecture: the recipe's small model (default) or a larger one (RAFT: large)",
     "width": "channels of the small backbone's first stage (later stages double it)",
     "norm": "normalisation of the small backbone: batch, group or frozen",
     "depth": "ResNet depth of the FCN/DeepLab trunk (50, 101)",
@@ -115,6 +115,9 @@ MODEL_OPTION_HELP = {
     "crf_sxy": "FCN CRF loss: spatial bandwidth, pixels",
     "crf_srgb": "FCN CRF loss: colour bandwidth",
     "crf_scale": "FCN CRF loss: image scale it is computed at",
+    "num_updates": "RAFT: recurrent refinement steps at inference",
+    "train_updates": "RAFT: recurrent refinement steps in training",
+    "batch_norm": "FlowNetS: batch norm after each encoder convolution (FlowNetS-BN)",
     "max_disp": "Monodepth: largest disparity, a fraction of the image width",
     "lr_consistency": "Monodepth: use the left-right consistency loss (false: the ablation)",
     "supervised": "Monodepth: train on the true disparities instead (an upper bound)",
