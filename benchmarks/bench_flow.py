@@ -1,0 +1,107 @@
+"""Optical flow on held-out ``world-flow``: the learned models trained here from scratch against
+OpenCV's classical methods.
+
+Rows:
+
+- ``raft_small``, ``flownet_s``: ``structvision train RECIPE --data world-flow`` at the recipe's
+  defaults (``--steps`` to change the budget), then scored on ``--val-pairs`` held-out pairs;
+- ``dis`` (DIS, medium preset), ``farneback``, ``tvl1``: no training, scored on the same pairs.
+
+For each: ``epe`` (every pixel; the generator's flow is exact everywhere), ``epe_noc`` /
+``epe_occ`` (pixels visible / hidden in frame 2), ``px1``/``px3``/``px5``, ``fl_all`` (percent),
+milliseconds per pair at inference (one process, ``--threads`` threads, batch 1) and, for the
+trained rows, the training minutes and steps. Prints one JSON line per row and merges the rows
+into OUT/results.json.
+
+    python benchmarks/bench_flow.py --rows dis,farneback,tvl1
+    python benchmarks/bench_flow.py --rows raft_small,flownet_s --out runs/bench_flow
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from structvision.data.spec import build_dataset
+from structvision.evaluation.flow import FlowEvaluator
+from structvision.models.flow import ClassicalFlow
+from structvision.tasks import load_trained_model, run_train
+
+LEARNED = ("raft_small", "flownet_s")
+CLASSICAL = ("dis", "farneback", "tvl1")
+
+
+def _score(model, dataset, *, limit_s: float | None = None) -> dict[str, float]:
+    """Metrics and milliseconds per pair of ``model`` (eval mode) over ``dataset``."""
+    evaluator = FlowEvaluator()
+    device = next(model.parameters(), torch.empty(0)).device
+    seconds = 0.0
+    with torch.inference_mode():
+        for index in range(len(dataset)):
+            image, target = dataset[index]
+            started = time.perf_counter()
+            prediction = model(image[None].to(device), target["image_2"][None].to(device))
+            seconds += time.perf_counter() - started
+            flow = prediction[0]["flow"].float().cpu()
+            evaluator.update([target], [{"flow": flow}])
+    metrics = {key: round(value, 4) for key, value in evaluator.compute().items()}
+    return {**metrics, "ms_per_pair": round(1000 * seconds / len(dataset), 1)}
+
+
+def _row(name: str, args: argparse.Namespace, dataset) -> dict:
+    if name in CLASSICAL:
+        preset = {"preset": "medium"} if name == "dis" else {}
+        return {"method": name, **preset, **_score(ClassicalFlow(name, **preset), dataset)}
+    out = args.out / name
+    started = time.perf_counter()
+    run_train(
+        name,
+        data="world-flow",
+        val_data=f"world-flow:num_images={args.val_pairs}",
+        out=out,
+        max_steps=args.steps,
+        overrides={"progress": "false"},
+    )
+    minutes = (time.perf_counter() - started) / 60
+    config = json.loads((out / "config.json").read_text())
+    _, model, _ = load_trained_model(out)
+    return {
+        "recipe": name,
+        "steps": config["train"]["max_steps"],
+        "train_minutes": round(minutes, 1),
+        **_score(model, dataset),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rows", required=True, help="comma-separated: " + ", ".join(LEARNED + CLASSICAL)
+    )
+    parser.add_argument("--steps", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--val-pairs", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_flow"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    rows = args.rows.split(",")
+    unknown = [row for row in rows if row not in LEARNED + CLASSICAL]
+    if unknown:
+        parser.error(f"--rows: unknown {unknown}; choose from {', '.join(LEARNED + CLASSICAL)}")
+    torch.set_num_threads(args.threads)
+    dataset = build_dataset(f"world-flow:num_images={args.val_pairs}", split="val")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in rows:
+        result = _row(name, args, dataset)
+        print(json.dumps({name: result}), flush=True)
+        path = args.out / "results.json"
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        results[name] = result
+        path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
