@@ -238,9 +238,10 @@ def _overlays(name: str, data: str, count: int, out: Path, *, crf: dict | None =
     with torch.no_grad():
         for index in range(min(count, len(dataset))):
             image, target = dataset[index]
+            given = image if recipe.model_input is None else recipe.model_input(image, target)
             prediction = {
                 k: v.cpu() if torch.is_tensor(v) else v
-                for k, v in model([image.to(device)])[0].items()
+                for k, v in model([given.to(device)])[0].items()
             }
             if crf is not None and "semantic" in prediction:
                 refined = refine_with_crf(image, prediction, **crf)
@@ -274,6 +275,8 @@ _SHOWN_METRICS = {
     "keypoint_rcnn": ("keypoints/AP", "keypoints/AP50", "bbox/AP", "bbox/AP50"),
     "fcn8s": ("miou", "boundary_f", "pixel_accuracy"),
     "monodepth": ("abs_rel", "rmse", "a1"),
+    "raft_small": ("epe", "epe_noc", "fl_all"),
+    "flownet_s": ("epe", "epe_noc", "fl_all"),
 }
 
 
