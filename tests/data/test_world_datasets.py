@@ -197,3 +197,16 @@ def test_valid_marks_the_points_the_other_camera_sees():
         valid = _interior(target["valid"]) & (x - target["disparity"] > 1)
         assert mismatch[valid].float().mean() < 0.01, index
         assert (~target["valid"]).any()
+
+
+def test_motion_scale_sets_the_displacement_range():
+    from structvision.data.spec import build_dataset
+
+    def mean_flow(spec):
+        dataset = build_dataset(spec, split="val")
+        return [dataset[i][1]["flow"].norm(dim=0).mean().item() for i in range(3)]
+
+    default = mean_flow("world-flow:num_images=3,height=48,width=96")
+    assert default == mean_flow("world-flow:num_images=3,height=48,width=96,motion_scale=1.0")
+    doubled = mean_flow("world-flow:num_images=3,height=48,width=96,motion_scale=2.0")
+    assert 1.6 < sum(doubled) / sum(default) < 2.6

@@ -98,6 +98,9 @@ class WorldConfig:
         object_turn: largest object yaw per time step, degrees.
         num_frames: frames per ``world-video`` sequence.
         light_change: largest relative dimming of the direct light over a video sequence.
+        motion_scale: multiplies every speed and turn rate above: the knob for the range of
+            displacements between two frames (``world-flow``: up to about 40 pixels at 1.0
+            and 128x256, about twice that at 2.0).
     """
 
     image_size: int | tuple[int, int] = (128, 256)
@@ -120,6 +123,7 @@ class WorldConfig:
     camera_turn: float = 2.0
     object_speed: float = 0.5
     object_turn: float = 10.0
+    motion_scale: float = 1.0
     num_frames: int = 32
     light_change: float = 0.3
 
@@ -162,7 +166,7 @@ class WorldConfig:
             raise ValueError(f"num_lights must be a pair of ints, got {self.num_lights!r}")
         _check_range("ambient", self.ambient, low=0.0, high=1.0)
         _check_range("light_elevation", self.light_elevation, low=1.0, high=90.0)
-        for name in ("camera_speed", "camera_turn", "object_speed", "object_turn"):
+        for name in ("camera_speed", "camera_turn", "object_speed", "object_turn", "motion_scale"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
@@ -450,19 +454,20 @@ def sample_motion(
     Speeds are bounded by ``config`` per step; objects move towards or away from the camera as
     well as sideways. ``num_steps`` scales nothing but the light's dimming period.
     """
-    speed = rng.uniform(0.0, config.camera_speed)
+    scale = config.motion_scale
+    speed = rng.uniform(0.0, config.camera_speed * scale)
     heading = rng.uniform(-0.15, 0.15)
     camera_velocity = torch.tensor(
         [speed * math.sin(heading), 0.0, speed * math.cos(heading)], dtype=torch.float32
     )
-    turn = math.radians(config.camera_turn)
+    turn = math.radians(config.camera_turn * scale)
     count = scene.num_objects
-    object_speed = rng.uniform(0.0, config.object_speed, size=count)
+    object_speed = rng.uniform(0.0, config.object_speed * scale, size=count)
     direction = rng.uniform(0, 2 * math.pi, size=count)
     velocities = np.stack(
         [object_speed * np.cos(direction), np.zeros(count), object_speed * np.sin(direction)], 1
     )
-    object_turn = math.radians(config.object_turn)
+    object_turn = math.radians(config.object_turn * scale)
     yaw_rates = rng.uniform(-object_turn, object_turn, size=count)
     return Motion(
         camera_velocity=camera_velocity,
