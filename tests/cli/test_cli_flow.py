@@ -74,6 +74,15 @@ def test_raft_small_trains_evaluates_and_predicts_pairs_and_videos(tmp_path):
     assert (run / "predictions" / "val_0000.png").is_file()
     evaluated = runner.invoke(app, ["eval", str(run), "--data", VAL])
     assert evaluated.exit_code == 0 and "epe_noc" in evaluated.output
+    kitti = tmp_path / "kitti"
+    synth = ["data", "synth", "world-flow:height=128,width=128", "--out", str(kitti)]
+    assert runner.invoke(app, [*synth, "--num-images", "2", "--split", "val"]).exit_code == 0
+    on_disk = runner.invoke(
+        app, ["eval", str(run), "--data", str(kitti), "--out", str(tmp_path / "k.json")]
+    )
+    assert on_disk.exit_code == 0, on_disk.output
+    scored = json.loads((tmp_path / "k.json").read_text())["metrics"]
+    assert abs(scored["epe"] - json.loads((run / "metrics.json").read_text())["epe"]) < 0.05
 
     first, second = _frames_on_disk(tmp_path)
     out = tmp_path / "pred"
