@@ -119,3 +119,17 @@ def test_raft_overfits_one_pair():
     with torch.no_grad():
         predicted = model(first, second)[0]["flow"]
     assert (predicted - flow[0]).norm(dim=0).mean() < 0.5  # from 2.9 px at zero flow
+
+
+def test_correlation_stays_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = raft_small(num_updates=3).eval()
+    first, second = _frames(128, 128, seed=3)
+    features = torch.randn(1, 8, 16, 16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        pyramid = model.corr_block.build(features.bfloat16(), features.bfloat16())
+        mixed = model(first, second)[0]["flow"].float()
+    assert all(level.dtype == torch.float32 for level in pyramid)
+    with torch.no_grad():
+        full = model(first, second)[0]["flow"]
+    assert (mixed - full).abs().mean() < 0.1 * full.abs().mean() + 0.05

@@ -174,7 +174,7 @@ class CorrelationPyramid(nn.Module):
     """All-pairs correlation and its lookup (no parameters).
 
     :meth:`build`: ``C(i, j) = <f1_i, f2_j> / sqrt(D)`` for every pixel ``i`` of frame 1 and
-    ``j`` of frame 2, as ``(B * h * w, 1, h, w)``, then ``num_levels - 1`` times 2x2 average
+    ``j`` of frame 2, as ``(B * h * w, 1, h, w)`` in float32 (also under autocast), then ``num_levels - 1`` times 2x2 average
     pooling over frame 2's dimensions. :meth:`lookup`: for each pixel of frame 1, the level-``l``
     volume sampled bilinearly at ``(x + u, y + v) / 2^l + (dx, dy)`` for the ``(2r + 1)^2``
     integer offsets ``|dx|, |dy| <= r``; channel ``level * (2r + 1)^2 + a * (2r + 1) + b`` holds
@@ -198,7 +198,11 @@ class CorrelationPyramid(nn.Module):
                 f"correlation pyramid (at least {2 * smallest} per side, i.e. frames of "
                 f"{2 * smallest * STRIDE} pixels)"
             )
-        volume = torch.bmm(features_1.flatten(2).transpose(1, 2), features_2.flatten(2))
+        # in float32 even under mixed precision (as RAFT's reference code does): the matching
+        # costs are what the lookup interpolates between
+        with torch.autocast(features_1.device.type, enabled=False):
+            first = features_1.float().flatten(2).transpose(1, 2)
+            volume = torch.bmm(first, features_2.float().flatten(2))
         volume = (volume / torch.sqrt(torch.tensor(float(channels)))).view(-1, 1, height, width)
         pyramid = [volume]
         for _ in range(self.num_levels - 1):
