@@ -10,6 +10,7 @@ from structvision.evaluation.coco import COCOEvaluator
 from structvision.evaluation.depth import DepthEvaluator, depth_errors
 from structvision.evaluation.flow import FlowEvaluator, flow_errors
 from structvision.evaluation.segmentation import SegmentationEvaluator
+from structvision.evaluation.tracking import TrackingEvaluator
 from structvision.evaluation.voc import VOCEvaluator, voc_ap
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "DepthEvaluator",
     "FlowEvaluator",
     "SegmentationEvaluator",
+    "TrackingEvaluator",
     "VOCEvaluator",
     "depth_errors",
     "flow_errors",
