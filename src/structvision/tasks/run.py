@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from structvision.data.spec import build_dataset, parse_value
+from structvision.data.video import VIDEO_SUFFIXES, read_video_frames
 from structvision.tasks.predictor import draw_prediction
 from structvision.tasks.registry import INIT_ONLY_OPTIONS, Recipe, RecipeError, get_recipe
 
@@ -510,34 +511,6 @@ def expand_image_inputs(inputs: Sequence[str | Path], *, recursive: bool = False
             raise FileNotFoundError(f"image {path} does not exist")
     unique = list(dict.fromkeys(paths))
     return unique
-
-
-#: File suffixes read as videos (every frame, in order) by ``predict``.
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-
-
-def read_video_frames(path: Path) -> list[tuple[Path, torch.Tensor]]:
-    """Every frame of a video file as ``(Path("<stem>_00000"), (3, H, W) float RGB)``, in order.
-
-    Raises:
-        ValueError: the file cannot be decoded or holds no frame.
-    """
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    try:
-        while capture.isOpened():
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            rgb = torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1)
-            frames.append((path.with_name(f"{path.stem}_{len(frames):05d}"), rgb.float() / 255))
-    finally:
-        capture.release()
-    if not frames:
-        raise ValueError(f"video {path}: cannot decode any frame")
-    return frames
 
 
 @dataclass
