@@ -81,7 +81,8 @@ def data_synth(
         typer.Argument(
             help="Built-in generator with optional settings: 'shapes', 'shapes-pose', "
             "'shapes:figures=true,max_objects=8', 'world-stereo' (written in the KITTI stereo "
-            "2015 layout), 'world-flow' (the KITTI flow 2015 layout plus .flo files)."
+            "2015 layout), 'world-flow' (the KITTI flow 2015 layout plus .flo files), 'world-track' (OTB "
+            "sequence folders)."
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (images/ + annotations.json).")],
@@ -139,6 +140,22 @@ def data_synth(
             console.print(
                 f"wrote {num_images} stereo pairs in the KITTI stereo 2015 layout to {path}"
             )
+            return
+        if generator == "world-track":
+            from structvision.data.synthetic.world.tracking import attribute_names
+            from structvision.data.tracking import write_otb_sequence
+
+            for index in range(num_images):
+                frames, target = dataset[index]
+                write_otb_sequence(
+                    out / f"world_{index:04d}",
+                    frames,
+                    target["boxes"],
+                    attributes=attribute_names(target["attributes"]),
+                    visible=target["visible"],
+                )
+                progress.update(bar, completed=index + 1)
+            console.print(f"wrote {num_images} tracking sequences in the OTB layout to {out}")
             return
         if generator == "world-flow":
             from structvision.data.flow import write_kitti_flow_folder

@@ -128,11 +128,25 @@ def sequence_curves(
     }
 
 
+def _attribute_names(attributes: Any) -> list[str]:
+    """Names, or ``(11,)`` bool flags in :data:`OTB_ATTRIBUTES` order (``world-track``)."""
+    if isinstance(attributes, Tensor):
+        if attributes.shape != (len(OTB_ATTRIBUTES),):
+            raise ValueError(
+                f"attribute flags must have shape (11,), got {tuple(attributes.shape)}"
+            )
+        return [
+            name for name, flag in zip(OTB_ATTRIBUTES, attributes.tolist(), strict=True) if flag
+        ]
+    return [str(a) for a in attributes]
+
+
 class TrackingEvaluator:
     """Accumulate tracked sequences; :meth:`compute` gives the metrics averaged over sequences.
 
     ``update(targets, predictions)``: one dict per sequence. ``targets[i]["boxes"] (T, 4)``
-    xyxy, optionally ``visible (T,)`` bool and ``attributes`` (names such as ``"OCC"``);
+    xyxy, optionally ``visible (T,)`` bool and ``attributes`` (names such as ``"OCC"``, or
+    ``(11,)`` bool flags in :data:`OTB_ATTRIBUTES` order);
     ``predictions[i]["boxes"] (T, 4)``, optionally ``seconds_per_frame``.
 
     :meth:`compute` returns ``success_auc``, ``precision`` (at 20 px), ``norm_precision``,
@@ -166,7 +180,7 @@ class TrackingEvaluator:
             curves = sequence_curves(prediction["boxes"], target["boxes"], target.get("visible"))
             record = {
                 "name": str(target.get("name", len(self.records))),
-                "attributes": [str(a) for a in target.get("attributes", ())],
+                "attributes": _attribute_names(target.get("attributes", ())),
                 **{k: v.tolist() if isinstance(v, Tensor) else v for k, v in curves.items()},
             }
             if "seconds_per_frame" in prediction:

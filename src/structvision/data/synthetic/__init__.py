@@ -37,6 +37,7 @@ from structvision.data.synthetic.world import (
     WorldDataset,
     WorldFlowDataset,
     WorldStereoDataset,
+    WorldTrackDataset,
     WorldVideoDataset,
 )
 
@@ -48,6 +49,7 @@ GENERATORS: dict[str, type] = {
     "world-stereo": WorldStereoDataset,
     "world-flow": WorldFlowDataset,
     "world-video": WorldVideoDataset,
+    "world-track": WorldTrackDataset,
 }
 
 __all__ = [

@@ -23,6 +23,7 @@ from structvision.data.synthetic.world.scene import (
     scene_at,
     world_rng,
 )
+from structvision.data.synthetic.world.tracking import WorldTrackDataset
 
 __all__ = [
     "CLASS_NAMES",
@@ -34,6 +35,7 @@ __all__ = [
     "WorldFlowDataset",
     "WorldScene",
     "WorldStereoDataset",
+    "WorldTrackDataset",
     "WorldVideoDataset",
     "camera_at",
     "project",
