@@ -1,0 +1,353 @@
+"""SINT: Siamese INstance search for Tracking (Tao, Gavves & Smeulders, CVPR 2016).
+
+Tracking without updating: a Siamese network learned offline compares the target as given in
+the first frame with candidate boxes of each new frame; the most similar candidate wins. The
+query is never replaced by the tracker's own (possibly wrong) output.
+
+    frame -> shared trunk (one forward pass) -> maps at strides 8, 16, 32
+    every box -> RoIAlign on each map (RoIPool as an option) -> per layer: flatten, L2-normalise
+              (the stride-32 one through a fully connected layer first, like SINT's fc6)
+              -> concatenated, L2-normalised again  = the box's descriptor
+    similarity = inner product of two descriptors
+
+Training (:meth:`SINT.forward` with targets): for a pair of frames of one sequence, the target
+box of the first frame against boxes sampled in the second: positives overlap the target by
+IoU > 0.7, negatives by IoU < 0.5 (the paper's thresholds; others are not used). The marginal
+contrastive loss on the descriptors' distance ``d``: ``y d^2 / 2 + (1 - y) max(0, m - d)^2 / 2``
+(``m`` the margin), or Caffe's variant ``(1 - y) max(0, m - d^2) / 2`` for negatives.
+
+Tracking (:class:`SINTTracker`): candidates on circles around the previous box centre (radius
+up to ``search_radius`` times the box's size, :func:`radius_candidates`) at three scales, all
+scored from one forward pass of the frame; the best one is the new box. Optionally a ridge
+regression, fitted on the first frame only, refines the chosen box (SINT's box regression).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from structvision.models.backbones import small_backbone
+from structvision.models.tracking.base import Tracker, as_box
+from structvision.ops import roi_align, roi_pool
+from structvision.structures import box_iou
+
+__all__ = [
+    "SINT",
+    "SINTTracker",
+    "contrastive_loss",
+    "radius_candidates",
+    "sample_training_boxes",
+    "sint_small",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def contrastive_loss(
+    first: Tensor, second: Tensor, labels: Tensor, *, margin: float = 1.0, caffe: bool = False
+) -> Tensor:
+    """Mean marginal contrastive loss of descriptor pairs ``(N, D)`` with ``labels (N,)``
+    (1 = same object). ``caffe``: Caffe's ``ContrastiveLoss`` (``legacy_version``) form,
+    ``max(0, m - d^2)`` for negatives."""
+    if first.shape != second.shape or labels.shape != first.shape[:1]:
+        raise ValueError(
+            f"need equal (N, D) descriptors and (N,) labels, got {tuple(first.shape)}, "
+            f"{tuple(second.shape)}, {tuple(labels.shape)}"
+        )
+    squared = (first - second).pow(2).sum(dim=1)
+    labels = labels.to(first.dtype)
+    if caffe:
+        negative = (margin - squared).clamp(min=0)
+    else:
+        negative = (margin - squared.clamp(min=1e-12).sqrt()).clamp(min=0).pow(2)
+    return (labels * squared + (1 - labels) * negative).mean() / 2
+
+
+def radius_candidates(
+    box: Tensor,
+    *,
+    search_radius: float = 0.6,
+    rings: int = 4,
+    points_per_ring: int = 8,
+    scales: Sequence[float] = (1 / 1.05, 1.0, 1.05),
+) -> Tensor:
+    """Candidate boxes ``(N, 4)`` xyxy around ``box``: its centre and ``rings`` circles of
+    evenly spaced radii up to ``search_radius * sqrt(w h)`` (ring ``k`` holding
+    ``points_per_ring * k`` points), each at every scale of ``scales`` (about the box's size)."""
+    x1, y1, x2, y2 = as_box(box).tolist()
+    width, height = x2 - x1, y2 - y1
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    reach = search_radius * math.sqrt(width * height)
+    centres = [(cx, cy)]
+    for ring in range(1, rings + 1):
+        radius = reach * ring / rings
+        count = points_per_ring * ring
+        for step in range(count):
+            angle = 2 * math.pi * step / count
+            centres.append((cx + radius * math.cos(angle), cy + radius * math.sin(angle)))
+    boxes = [
+        (x - s * width / 2, y - s * height / 2, x + s * width / 2, y + s * height / 2)
+        for s in scales
+        for x, y in centres
+    ]
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+def sample_training_boxes(
+    box: Tensor,
+    generator: torch.Generator,
+    *,
+    count: int = 32,
+    positive_iou: float = 0.7,
+    negative_iou: float = 0.5,
+    image_size: tuple[int, int] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Boxes around ``box`` labelled for training: ``(boxes (n, 4), labels (n,))``, half
+    positives (IoU > ``positive_iou``) and half negatives (IoU < ``negative_iou``) as far as
+    the draws allow; boxes in between are dropped (the paper's rule)."""
+    target = as_box(box).float()
+    width, height = float(target[2] - target[0]), float(target[3] - target[1])
+    draws = 16 * count
+    scale = torch.exp(torch.randn(draws, 2, generator=generator) * 0.2)
+    near = torch.randn(draws, 2, generator=generator) * 0.15
+    far = (torch.rand(draws, 2, generator=generator) * 2 - 1) * 1.5
+    use_far = torch.rand(draws, 1, generator=generator) < 0.5
+    shift = torch.where(use_far, far, near) * torch.tensor([width, height])
+    centre = (target[:2] + target[2:]) / 2 + shift
+    size = scale * torch.tensor([width, height])
+    boxes = torch.cat([centre - size / 2, centre + size / 2], dim=1)
+    if image_size is not None:
+        height_px, width_px = image_size
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width_px)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height_px)
+        boxes = boxes[(boxes[:, 2] - boxes[:, 0] > 2) & (boxes[:, 3] - boxes[:, 1] > 2)]
+    iou = box_iou(boxes, target[None])[:, 0]
+    positives = boxes[iou > positive_iou][: count // 2]
+    negatives = boxes[iou < negative_iou][: count - len(positives)]
+    labels = torch.cat([torch.ones(len(positives)), torch.zeros(len(negatives))])
+    return torch.cat([positives, negatives]), labels
+
+
+class SINT(nn.Module):
+    """The Siamese network (module docstring).
+
+    Args:
+        trunk: ``(B, 3, H, W)`` normalised -> an ordered dict of maps, holding ``layers``.
+        strides: each layer's stride.
+        layers: the maps pooled, finest first; the last goes through ``fc``.
+        pool_size: RoI pooling output size per layer.
+        embedding: width of the fully connected layer on the last map (0: none).
+        pooler: ``"align"`` (RoIAlign) or ``"pool"`` (RoIPool, the paper's).
+        margin: the contrastive loss' margin; ``caffe_loss`` its Caffe form.
+    """
+
+    def __init__(
+        self,
+        *,
+        trunk: nn.Module,
+        strides: dict[str, int],
+        layers: Sequence[str] = ("c3", "c4", "c5"),
+        pool_size: int = 4,
+        embedding: int = 256,
+        pooler: str = "align",
+        margin: float = 1.0,
+        caffe_loss: bool = False,
+        channels: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__()
+        if pooler not in ("align", "pool"):
+            raise ValueError(f"pooler must be 'align' or 'pool', got {pooler!r}")
+        self.trunk = trunk
+        self.layers = tuple(layers)
+        self.strides = {name: strides[name] for name in self.layers}
+        self.pool_size = pool_size
+        self.pooler = pooler
+        self.margin = margin
+        self.caffe_loss = caffe_loss
+        channels = channels or getattr(trunk, "out_channels", {})
+        last = self.layers[-1]
+        self.fc = (
+            nn.Sequential(
+                nn.Linear(channels[last] * pool_size**2, embedding), nn.ReLU(inplace=True)
+            )
+            if embedding
+            else None
+        )
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def feature_maps(self, images: Tensor) -> dict[str, Tensor]:
+        """``(B, 3, H, W)`` frames in ``[0, 1]`` -> the trunk's maps."""
+        return self.trunk((images - self.mean) / self.std)
+
+    def describe(self, maps: dict[str, Tensor], boxes: list[Tensor]) -> Tensor:
+        """Descriptors ``(sum N_i, D)`` of ``boxes[i] (N_i, 4)`` xyxy on image ``i``'s maps."""
+        parts = []
+        pool = roi_align if self.pooler == "align" else roi_pool
+        for name in self.layers:
+            extra = {"sampling_ratio": 2, "aligned": True} if self.pooler == "align" else {}
+            pooled = pool(
+                maps[name], boxes, self.pool_size, spatial_scale=1.0 / self.strides[name], **extra
+            ).flatten(1)
+            if name == self.layers[-1] and self.fc is not None:
+                pooled = self.fc(pooled)
+            parts.append(F.normalize(pooled, dim=1))
+        return F.normalize(torch.cat(parts, dim=1), dim=1)
+
+    def forward(self, images: Any, targets: Sequence[dict] | None = None):
+        """Training: ``images`` are ``(6, H, W)`` frame pairs (query frame, then search frame)
+        and ``targets[i]`` holds ``query_box (4,)``, ``boxes (N, 4)`` in the search frame and
+        ``labels (N,)``: returns ``{"loss_contrastive"}``. Eval: ``images`` are sequences
+        ``{"frames": (T, 3, H, W), "init_box": (4,)}``: returns ``[{"boxes": (T, 4),
+        "seconds_per_frame"}]`` tracked with :class:`SINTTracker`'s defaults."""
+        if not self.training:
+            results = []
+            for sequence in images:
+                boxes, seconds = SINTTracker(self).track(sequence["frames"], sequence["init_box"])
+                results.append({"boxes": boxes.float(), "seconds_per_frame": torch.tensor(seconds)})
+            return results
+        if targets is None:
+            raise ValueError("targets must be given in training mode")
+        pairs = torch.stack(list(images)) if not isinstance(images, Tensor) else images
+        if pairs.ndim != 4 or pairs.shape[1] != 6:
+            raise ValueError(f"training takes (6, H, W) frame pairs, got {tuple(pairs.shape)}")
+        maps = self.feature_maps(torch.cat([pairs[:, :3], pairs[:, 3:]]))
+        batch = pairs.shape[0]
+        query_maps = {k: v[:batch] for k, v in maps.items()}
+        search_maps = {k: v[batch:] for k, v in maps.items()}
+        queries = self.describe(query_maps, [t["query_box"].float().view(1, 4) for t in targets])
+        candidates = self.describe(search_maps, [t["boxes"].float() for t in targets])
+        counts = [len(t["boxes"]) for t in targets]
+        repeated = queries.repeat_interleave(torch.tensor(counts, device=queries.device), dim=0)
+        labels = torch.cat([t["labels"].to(queries.device) for t in targets])
+        loss = contrastive_loss(
+            repeated, candidates, labels, margin=self.margin, caffe=self.caffe_loss
+        )
+        return {"loss_contrastive": loss}
+
+
+class SINTTracker(Tracker):
+    """Track with a :class:`SINT` network (module docstring); the query stays the first frame's.
+
+    Args:
+        network: the trained Siamese network (put in eval mode here).
+        box_regression: refine the chosen box with a ridge regression from the descriptor to
+            the box offsets, fitted on boxes sampled in the first frame.
+        update_query: the lecture's counter-example: replace the query by the tracker's own
+            output every frame (``False`` is SINT).
+        search_radius, rings, points_per_ring, scales: :func:`radius_candidates`.
+    """
+
+    name = "sint"
+
+    def __init__(
+        self,
+        network: SINT,
+        *,
+        box_regression: bool = False,
+        update_query: bool = False,
+        search_radius: float = 0.6,
+        rings: int = 4,
+        points_per_ring: int = 8,
+        scales: Sequence[float] = (1 / 1.05, 1.0, 1.05),
+        ridge: float = 1.0,
+    ) -> None:
+        self.network = network.eval()
+        self.box_regression = box_regression
+        self.update_query = update_query
+        self.sampling = {
+            "search_radius": search_radius,
+            "rings": rings,
+            "points_per_ring": points_per_ring,
+            "scales": tuple(scales),
+        }
+        self.ridge = ridge
+        self._query: Tensor | None = None
+        self._box: Tensor | None = None
+        self._regressor: Tensor | None = None
+        self._size: tuple[int, int] = (0, 0)
+
+    def _device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @torch.no_grad()
+    def _describe(self, image: Tensor, boxes: Tensor) -> Tensor:
+        maps = self.network.feature_maps(image[None].to(self._device()))
+        return self.network.describe(maps, [boxes.float().to(self._device())])
+
+    @torch.no_grad()
+    def init(self, image: Tensor, box: Tensor | Sequence[float]) -> None:
+        start = as_box(box)
+        self._size = tuple(image.shape[-2:])
+        self._query = self._describe(image, start[None])
+        self._box = start
+        self._regressor = None
+        if self.box_regression:
+            generator = torch.Generator().manual_seed(0)
+            samples, labels = sample_training_boxes(
+                start, generator, count=64, positive_iou=0.6, image_size=self._size
+            )
+            near = samples[labels > 0]
+            if len(near) >= 4:
+                features = self._describe(image, near).double().cpu()
+                offsets = _box_offsets(near.double(), start.double())
+                design = torch.cat(
+                    [features, torch.ones(len(features), 1, dtype=features.dtype)], 1
+                )
+                gram = design.T @ design + self.ridge * torch.eye(
+                    design.shape[1], dtype=design.dtype
+                )
+                self._regressor = torch.linalg.solve(gram, design.T @ offsets)
+
+    @torch.no_grad()
+    def update(self, image: Tensor) -> Tensor:
+        if self._query is None or self._box is None:
+            raise RuntimeError("update before init: call init(image, box) on the first frame")
+        candidates = radius_candidates(self._box, **self.sampling)
+        height, width = self._size
+        inside = (candidates[:, 2] > 0) & (candidates[:, 0] < width)
+        inside &= (candidates[:, 3] > 0) & (candidates[:, 1] < height)
+        if inside.any():
+            candidates = candidates[inside]
+        descriptors = self._describe(image, candidates)
+        scores = descriptors @ self._query[0]
+        best = int(scores.argmax())
+        chosen = candidates[best].double()
+        if self._regressor is not None:
+            design = torch.cat(
+                [descriptors[best].double().cpu(), torch.ones(1, dtype=torch.float64)]
+            )
+            chosen = _apply_offsets(chosen, design @ self._regressor)
+        self._box = chosen
+        if self.update_query:
+            self._query = descriptors[best : best + 1]
+        return chosen.clone()
+
+
+def _box_offsets(boxes: Tensor, target: Tensor) -> Tensor:
+    """R-CNN's ``(dx, dy, dw, dh)`` from ``boxes (N, 4)`` to ``target (4,)``."""
+    size = boxes[:, 2:] - boxes[:, :2]
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    target_size = target[2:] - target[:2]
+    target_centre = (target[:2] + target[2:]) / 2
+    return torch.cat([(target_centre - centre) / size, torch.log(target_size / size)], dim=1)
+
+
+def _apply_offsets(box: Tensor, offsets: Tensor) -> Tensor:
+    size = box[2:] - box[:2]
+    centre = (box[:2] + box[2:]) / 2 + offsets[:2] * size
+    size = size * torch.exp(offsets[2:].clamp(-0.5, 0.5))
+    return torch.cat([centre - size / 2, centre + size / 2])
+
+
+def sint_small(*, width: int = 32, norm: str = "group", **settings: Any) -> SINT:
+    """SINT on the library's small trunk (strides 8, 16, 32 pooled): fast on a CPU."""
+    trunk = small_backbone(width=width, norm=norm, returned_layers=(2, 3, 4))
+    return SINT(trunk=trunk, strides=trunk.strides, channels=trunk.out_channels, **settings)
