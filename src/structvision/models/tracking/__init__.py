@@ -1,8 +1,9 @@
-"""Single-object tracking: the tracker interface, SINT (Siamese instance search) and OpenCV's
-trackers (SiamFC to come)."""
+"""Single-object tracking: the tracker interface, SINT (Siamese instance search), SiamFC and
+OpenCV's trackers."""
 
 from structvision.models.tracking.base import Tracker, as_box
 from structvision.models.tracking.classical import OPENCV_TRACKERS, OpenCVTracker
+from structvision.models.tracking.siamfc import SiamFC, SiamFCTracker, siamfc
 from structvision.models.tracking.sint import (
     SINT,
     SINTTracker,
@@ -17,10 +18,13 @@ __all__ = [
     "SINT",
     "OpenCVTracker",
     "SINTTracker",
+    "SiamFC",
+    "SiamFCTracker",
     "Tracker",
     "as_box",
     "contrastive_loss",
     "radius_candidates",
     "sample_training_boxes",
+    "siamfc",
     "sint_small",
 ]
