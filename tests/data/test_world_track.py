@@ -68,3 +68,12 @@ def test_world_track_written_in_the_otb_layout_and_evaluated(tmp_path):
     evaluator = tracking_metrics.TrackingEvaluator()
     evaluator.update([truth], [{"boxes": truth["boxes"]}])
     assert evaluator.compute()["success_auc"] > 0.9
+
+
+def test_render_frames_equals_the_sequence_rows():
+    dataset = build_dataset(SPEC, split="val")
+    frames, target = dataset[1]
+    some, boxes, visible = dataset.render_frames(1, [0, 4])
+    assert torch.equal(some, frames[[0, 4]])
+    assert torch.equal(boxes.nan_to_num(-1), target["boxes"][[0, 4]].nan_to_num(-1))
+    assert torch.equal(visible, target["visible"][[0, 4]])

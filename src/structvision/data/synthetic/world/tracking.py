@@ -175,29 +175,43 @@ class WorldTrackDataset(_WorldBase):
         scene_t, camera_t = scene_at(scene, motion, step), camera_at(self.camera, motion, step)
         return scene_t, camera_t, render(scene_t, camera_t)
 
+    def _step(self, scene, motion, target: int, step: int) -> tuple[Tensor, Tensor, float, Any]:
+        """One frame: ``(image, target box, visible fraction, layers)``."""
+        height, width = self.camera.image_size
+        scene_t, camera_t, layers = self._frame(scene, motion, float(step))
+        image = layers.image
+        if self.motion_blur > 1:
+            offsets = torch.linspace(-1 / 3, 1 / 3, self.motion_blur).tolist()
+            image = torch.stack(
+                [self._frame(scene, motion, step + o)[2].image for o in offsets]
+            ).mean(0)
+        origins, directions, _ = camera_rays(camera_t)
+        distances = primitive_distances(scene_t, origins, directions)[target]
+        silhouette = (distances < 1e8).reshape(height, width)
+        shown = layers.surface == NUM_ENCLOSURE_SURFACES + target
+        fraction = float(shown.sum()) / max(1, int(silhouette.sum()))
+        return image, _box(silhouette), fraction, layers
+
+    def render_frames(self, index: int, steps: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """Only frames ``steps`` of sequence ``index`` (for training pairs): ``(frames (n, 3, H,
+        W), boxes (n, 4), visible (n,))``, equal to those rows of ``dataset[index]``."""
+        scene, motion, target = self._pick_scene(index)
+        rendered = [self._step(scene, motion, target, step) for step in steps]
+        boxes = torch.stack([box for _, box, _, _ in rendered])
+        fraction = torch.tensor([f for _, _, f, _ in rendered])
+        visible = (fraction > 0) & torch.isfinite(boxes).all(dim=1)
+        return torch.stack([image for image, _, _, _ in rendered]), boxes, visible
+
     def _render(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         scene, motion, target = self._pick_scene(index)
         count = self.config.num_frames
         height, width = self.camera.image_size
         frames, boxes, fractions, clipped = [], [], [], []
-        surface_id = NUM_ENCLOSURE_SURFACES + target
         distractor_shown = False
         for step in range(count):
-            scene_t, camera_t, layers = self._frame(scene, motion, float(step))
-            image = layers.image
-            if self.motion_blur > 1:
-                offsets = torch.linspace(-1 / 3, 1 / 3, self.motion_blur).tolist()
-                image = torch.stack(
-                    [self._frame(scene, motion, step + o)[2].image for o in offsets]
-                ).mean(0)
+            image, box, fraction, layers = self._step(scene, motion, target, step)
             frames.append(image)
-            origins, directions, _ = camera_rays(camera_t)
-            silhouette = (primitive_distances(scene_t, origins, directions)[target] < 1e8).reshape(
-                height, width
-            )
-            shown = layers.surface == surface_id
-            fractions.append(float(shown.sum()) / max(1, int(silhouette.sum())))
-            box = _box(silhouette)
+            fractions.append(fraction)
             boxes.append(box)
             clipped.append(
                 bool(torch.isfinite(box).all())
