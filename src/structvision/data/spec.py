@@ -113,6 +113,20 @@ def _flow_spec(spec: str) -> DataSpec:
     return DataSpec(kind=kind, name=kind, options=options, path=path)
 
 
+def _tracking_dataset(spec: str) -> Dataset:
+    """An OTB, LaSOT or GOT-10k folder (``modality="tracking"``)."""
+    from structvision.data.tracking import TRACKING_READERS, detect_tracking_folder
+
+    path, options = _path_and_settings(spec)
+    kind = detect_tracking_folder(path)
+    if kind is None:
+        raise ValueError(
+            f"data SPEC {spec!r}: {path} is not a tracking benchmark folder (OTB sequence folders "
+            "with img/ and groundtruth_rect.txt, LaSOT or GOT-10k)"
+        )
+    return _construct(TRACKING_READERS[kind], DataSpec(kind, kind, options, path), path, **options)
+
+
 def parse_spec(spec: str) -> DataSpec:
     """Parse a SPEC string; an unknown generator or missing path raises ``ValueError``."""
     if not spec or not spec.strip():
@@ -179,10 +193,15 @@ def build_dataset(
     ``DEFAULT_NUM_IMAGES[split]``). For files on disk the split is the file itself. Extra
     keyword arguments (``transforms=``, ...) go to the dataset class. A VOC folder reads the
     ``trainval`` image set for ``train`` and ``test`` for ``val`` (falling back to ``train`` and
-    ``val`` where those lists are missing). ``modality="flow"`` reads the optical flow of a
+    ``val`` where those lists are missing). ``modality="tracking"`` reads an OTB, LaSOT or
+    GOT-10k folder as tracking sequences. ``modality="flow"`` reads the optical flow of a
     folder that holds more (a KITTI 2015 folder with stereo and flow ground truth); FlyingChairs
     takes the split from its ``FlyingChairs_train_val.txt``, other flow folders are the split.
     """
+    if modality == "tracking" and not (
+        isinstance(spec, str) and spec.partition(":")[0] in _generators()
+    ):
+        return _tracking_dataset(str(spec.path) if isinstance(spec, DataSpec) else spec)
     if isinstance(spec, str):
         spec = _flow_spec(spec) if modality == "flow" else parse_spec(spec)
     elif modality == "flow" and spec.kind != "generator":

@@ -43,11 +43,13 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "OTB_FRAME_WINDOWS",
+    "TRACKING_READERS",
     "FrameList",
     "GOT10kDataset",
     "LaSOTDataset",
     "OTBDataset",
     "TrackingDataError",
+    "detect_tracking_folder",
     "read_rect_file",
     "video_sequence",
     "write_otb_sequence",
@@ -298,6 +300,24 @@ class LaSOTDataset(_SequenceFolder):
                     "visible": annotated & ~hidden,
                 }
             )
+
+
+def detect_tracking_folder(path: str | Path) -> str | None:
+    """Which tracking benchmark ``path`` holds: ``"otb"``, ``"lasot"``, ``"got10k"`` or None."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    children = [path, *(p for p in path.iterdir() if p.is_dir())]
+    if any((c / "img").is_dir() and any(c.glob("groundtruth_rect*.txt")) for c in children):
+        return "otb"
+    if any((g.parent / "img").is_dir() for g in path.glob("**/groundtruth.txt")):
+        return "lasot"
+    if any((c / "groundtruth.txt").is_file() for c in children):
+        return "got10k"
+    return None
+
+
+TRACKING_READERS = {"otb": OTBDataset, "lasot": LaSOTDataset, "got10k": GOT10kDataset}
 
 
 def video_sequence(path: str | Path, box: Sequence[float]) -> tuple[list[Tensor], dict[str, Any]]:

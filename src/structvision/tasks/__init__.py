@@ -23,6 +23,7 @@ from structvision.tasks import (
     flow,  # noqa: F401  (registers raft_small, flownet_s)
     instances,  # noqa: F401  (registers mask_rcnn, keypoint_rcnn)
     segmentation,  # noqa: F401  (registers fcn32s, fcn16s, fcn8s)
+    tracking,  # noqa: F401  (registers sint, siamfc)
 )
 from structvision.tasks.registry import (
     MODEL_OPTION_HELP,

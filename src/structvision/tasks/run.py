@@ -332,6 +332,7 @@ def _write_run_outputs(
     recipe: Recipe, model: nn.Module, model_config: dict, dataset: Any, out: Path, metrics: dict
 ) -> None:
     """Overlays of a few validation images in ``predictions/`` and ``report.html``."""
+    from structvision.engine.data import move_to_device
     from structvision.viz import (
         ReportSection,
         plot_training_curves,
@@ -347,7 +348,7 @@ def _write_run_outputs(
         for index in range(min(NUM_PREDICTION_OVERLAYS, len(dataset))):
             image, target = dataset[index]
             given = image if recipe.model_input is None else recipe.model_input(image, target)
-            prediction = _to_cpu(model([given.to(device)])[0])
+            prediction = _to_cpu(model([move_to_device(given, device)])[0])
             path = save_png(
                 draw_prediction(recipe, image, prediction, model_config, target=target),
                 out / "predictions" / f"val_{index:04d}.png",

@@ -1,0 +1,257 @@
+"""Recipes ``sint`` and ``siamfc``: single-object trackers learned offline on ``world-track``.
+
+Training samples are frame pairs of one sequence (:class:`TrackingPairs`): for SINT the two
+frames stacked, the target box of the first and boxes sampled in the second labelled by the
+paper's IoU rule; for SiamFC the exemplar crop of the first frame and a search crop of the
+second around the target (jittered by up to a quarter of the context square). Validation and
+``eval`` run whole sequences through the tracker (one-pass evaluation,
+:class:`~structvision.evaluation.tracking.TrackingEvaluator`): ``world-track`` or an OTB /
+GOT-10k / LaSOT folder (``--data PATH``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from structvision.data.spec import build_dataset
+from structvision.engine import TrainConfig
+from structvision.evaluation.tracking import TrackingEvaluator
+from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
+
+__all__ = ["TrackingPairs", "build_siamfc", "build_sint", "collate_tracking", "draw_track"]
+
+SINT_OPTIONS = (
+    "width",
+    "norm",
+    "pool_size",
+    "embedding",
+    "pooler",
+    "margin",
+    "caffe_loss",
+    "pretrained",
+)
+SIAMFC_OPTIONS = ("width", "exemplar_size", "search_size")
+
+
+def build_sint(*, pretrained: str | None = None, **options: Any) -> nn.Module:
+    """SINT on the small trunk; ``pretrained``: a classifier whose trunk starts it."""
+    from structvision.models.tracking import sint_small
+
+    model = sint_small(**options)
+    if pretrained not in (None, "none", "scratch", ""):
+        from structvision.models.pretrained import read_trunk_state_dict
+
+        state = read_trunk_state_dict(pretrained, what="model.pretrained")
+        own = model.trunk.state_dict()
+        taken = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not taken:
+            raise RecipeError(f"model.pretrained {pretrained}: no weight fits SINT's trunk")
+        model.trunk.load_state_dict(taken, strict=False)
+    return model
+
+
+def build_siamfc(**options: Any) -> nn.Module:
+    """SiamFC (``width`` scales the embedding's channels; 1.0 is the paper's)."""
+    from structvision.models.tracking import siamfc
+
+    return siamfc(**options)
+
+
+class TrackingPairs(Dataset):
+    """Training pairs from a sequence generator with ``render_frames`` (``world-track``).
+
+    Sample ``i`` takes sequence ``i``, two frames at most ``max_gap`` apart where the target is
+    visible (drawn from a generator seeded by ``seed`` and ``i``), and builds the ``kind``'s
+    sample (module docstring).
+    """
+
+    def __init__(self, sequences: Any, *, kind: str, max_gap: int = 30, seed: int = 0) -> None:
+        if kind not in ("sint", "siamfc"):
+            raise ValueError(f"kind must be 'sint' or 'siamfc', got {kind!r}")
+        if not hasattr(sequences, "render_frames"):
+            raise RecipeError(
+                "tracking recipes train on frame pairs of a generator (world-track); sequence "
+                "folders (OTB, GOT-10k, LaSOT) are for evaluation"
+            )
+        self.sequences = sequences
+        self.kind = kind
+        self.max_gap = max_gap
+        self.seed = seed
+        self.frames = sequences.config.num_frames
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> tuple[Any, dict[str, Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        first = int(torch.randint(0, self.frames, (1,), generator=generator))
+        gap = int(torch.randint(1, self.max_gap + 1, (1,), generator=generator))
+        second = (
+            min(self.frames - 1, first + gap) if first + gap < self.frames else max(0, first - gap)
+        )
+        frames, boxes, visible = self.sequences.render_frames(index, [first, second])
+        if not visible.all():  # fall back to the first frame against itself
+            frames, boxes = frames[[0, 0]], boxes[[0, 0]]
+            if not visible[0]:
+                frames, boxes, _ = self.sequences.render_frames(index, [0, 0])
+        if self.kind == "sint":
+            return self._sint(frames, boxes, generator)
+        return self._siamfc(frames, boxes, generator)
+
+    def _sint(self, frames: Tensor, boxes: Tensor, generator: torch.Generator):
+        from structvision.models.tracking import sample_training_boxes
+
+        size = tuple(frames.shape[-2:])
+        candidates, labels = sample_training_boxes(boxes[1], generator, count=32, image_size=size)
+        target = {"query_box": boxes[0].float(), "boxes": candidates, "labels": labels}
+        return torch.cat([frames[0], frames[1]]), target
+
+    def _siamfc(self, frames: Tensor, boxes: Tensor, generator: torch.Generator):
+        from structvision.models.tracking.siamfc import _context_side, crop_square
+
+        def centre(box: Tensor) -> list[float]:
+            return ((box[:2] + box[2:]) / 2).tolist()
+
+        exemplar_side = _context_side(*(boxes[0, 2:] - boxes[0, :2]).tolist())
+        search_side = _context_side(*(boxes[1, 2:] - boxes[1, :2]).tolist()) * 255 / 127
+        # centred on the target, as the paper trains: its positives are the centre cells
+        return {
+            "exemplar": crop_square(frames[0], centre(boxes[0]), exemplar_side, 127),
+            "search": crop_square(frames[1], centre(boxes[1]), search_side, 255),
+        }, {}
+
+
+def collate_tracking(batch: Sequence[tuple[Any, dict]]) -> tuple[list[Any], list[dict]]:
+    """Training pairs as they are; a sequence ``(frames, target)`` becomes the model's
+    ``{"frames", "init_box"}`` input (the tracker starts from the first true box)."""
+    inputs, targets = [], []
+    for sample, target in batch:
+        is_pair = isinstance(sample, dict) or "query_box" in target
+        inputs.append(sample if is_pair else _sequence_input(sample, target))
+        targets.append(target)
+    return inputs, targets
+
+
+def tracking_evaluator(dataset: Dataset | None = None) -> TrackingEvaluator:
+    return TrackingEvaluator()
+
+
+def draw_track(
+    image: Tensor,
+    prediction: dict,
+    class_names: Sequence[str] = (),
+    *,
+    score_threshold: float = 0.5,
+    target: dict | None = None,
+) -> Tensor:
+    """Six frames of the sequence, predicted box red and true box green: ``(3, 2H, 3W)``."""
+    from structvision.viz import draw_instances, tile_images
+
+    frames = (
+        image if isinstance(image, Tensor) else torch.stack([image[i] for i in range(len(image))])
+    )
+    count = len(frames)
+    picks = sorted({round(i * (count - 1) / 5) for i in range(6)})
+    pictures = []
+    for index in picks:
+        boxes = [prediction["boxes"][index].float()]
+        labels = [1]
+        if target is not None and torch.isfinite(target["boxes"][index]).all():
+            boxes.append(target["boxes"][index].float())
+            labels.append(2)
+        drawn = draw_instances(
+            frames[index],
+            {
+                "boxes": torch.stack(boxes),
+                "labels": torch.tensor(labels),
+                "scores": torch.ones(len(boxes)),
+            },
+            class_names=["", "tracked", "truth"],
+            score_threshold=0.0,
+            scale=max(1, 256 // max(frames.shape[-2:])),
+        )
+        pictures.append(drawn)
+    return tile_images(pictures, columns=3)
+
+
+def _tracking_data(data: str, val_data: str | None, recipe: str, kind: str):
+    try:
+        train_sequences = build_dataset(data, split="train")
+        val = build_dataset(
+            val_data or f"{data.split(':')[0]}:num_images=20", split="val", modality="tracking"
+        )
+    except ValueError as error:
+        raise RecipeError(f"{recipe}: {error}") from None
+    return TrackingPairs(train_sequences, kind=kind), val
+
+
+SINT_TRAINING = TrainConfig(
+    max_steps=3000,
+    batch_size=8,
+    optimizer="adamw",
+    lr=5e-4,
+    weight_decay=1e-4,
+    schedule="cosine",
+    warmup_steps=100,
+    clip_grad_norm=10.0,
+    eval_every=1000,
+    checkpoint_every=500,
+    log_every=20,
+)
+
+SIAMFC_TRAINING = SINT_TRAINING.replace(lr=1e-3)
+
+
+def _setup(recipe: str, build, defaults: dict, training: TrainConfig):
+    def setup(*, data: str, val_data: str | None, model_overrides: dict) -> Task:
+        pairs, val = _tracking_data(data, val_data, recipe, recipe)
+        kwargs = {**defaults, **model_overrides}
+        return Task(
+            model=build(**kwargs),
+            model_config={"recipe": recipe, "kwargs": kwargs, "class_names": []},
+            train_dataset=pairs,
+            val_dataset=val,
+            collate_fn=collate_tracking,
+            evaluator_factory=tracking_evaluator,
+            train_config=training,
+        )
+
+    return setup
+
+
+def _sequence_input(frames: Any, target: dict) -> dict:
+    return {"frames": frames, "init_box": target["boxes"][0]}
+
+
+RECIPES["sint"] = Recipe(
+    name="sint",
+    summary="SINT: Siamese instance search tracker (no model update), trained on world-track",
+    setup=_setup("sint", build_sint, {"pretrained": "none"}, SINT_TRAINING),
+    build_model=build_sint,
+    build_evaluator=tracking_evaluator,
+    collate_fn=collate_tracking,
+    draw=draw_track,
+    model_options=SINT_OPTIONS,
+    train_defaults=SINT_TRAINING,
+    model_input=_sequence_input,
+    data_modality="tracking",
+)
+
+RECIPES["siamfc"] = Recipe(
+    name="siamfc",
+    summary="SiamFC: fully convolutional Siamese tracker, trained on world-track",
+    setup=_setup("siamfc", build_siamfc, {"width": 0.5}, SIAMFC_TRAINING),
+    build_model=build_siamfc,
+    build_evaluator=tracking_evaluator,
+    collate_fn=collate_tracking,
+    draw=draw_track,
+    model_options=SIAMFC_OPTIONS,
+    train_defaults=SIAMFC_TRAINING,
+    model_input=_sequence_input,
+    data_modality="tracking",
+)
