@@ -6,6 +6,7 @@
     structvision train RECIPE --data SPEC --out RUN [--max-steps N] [--devices N] [--set k=v ...]
     structvision eval RUN_OR_CHECKPOINT --data SPEC
     structvision predict RUN_OR_CHECKPOINT IMAGE... --out DIR
+    structvision track RUN_OR_ZOO VIDEO_OR_FOLDER --init x,y,w,h --out DIR
 
 Commands print a table of results and write JSON; errors are one clear line and exit code 2.
 """
@@ -489,6 +490,38 @@ def predict(
         f"{summary.num_images} images{detections}"
         + (f", {len(summary.skipped)} skipped" if summary.skipped else "")
         + f"; predictions written to {summary.predictions}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def track(
+    run: Annotated[
+        str,
+        typer.Argument(
+            help="A sint or siamfc run, checkpoint or zoo:NAME; or opencv:csrt|kcf|mil."
+        ),
+    ],
+    source: Annotated[Path, typer.Argument(help="A video file or a folder of frames.")],
+    init: Annotated[
+        str, typer.Option("--init", help="The target in the first frame: x,y,w,h (OTB, 1-based).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for boxes.txt, frames/ and track.avi.")
+    ],
+    no_video: Annotated[bool, typer.Option("--no-video", help="Write no track.avi.")] = False,
+) -> None:
+    """Follow one object through a video: boxes as OTB text, the frames with their box."""
+    from structvision import tasks
+    from structvision.tasks.tracking import run_track
+
+    try:
+        result = run_track(run, source, init=init, out=out, video=not no_video)
+    except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    console.print(
+        f"tracked {result['frames']} frames at {result['fps']:.1f} fps; boxes in {out / 'boxes.txt'}",
         highlight=False,
         soft_wrap=True,
     )

@@ -42,3 +42,68 @@ def test_trackers_train_and_are_evaluated_on_sequences_and_otb_folders(tmp_path,
     scored = json.loads((tmp_path / "e.json").read_text())["metrics"]
     # the same sequence, written as JPEG frames: close to the generated one's score
     assert abs(scored["success_auc"] - metrics["success_auc"]) < 0.2
+
+
+def test_track_a_video_with_opencv_and_a_trained_sint(tmp_path):
+    import cv2
+    import numpy as np
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+    rng = np.random.default_rng(0)
+    background = (rng.random((96, 128, 3)) * 80).astype(np.uint8)
+    patch = (rng.random((20, 20, 3)) * 120 + 120).astype(np.uint8)
+    for t in range(8):
+        frame = background.copy()
+        frame[30 + t : 50 + t, 20 + 3 * t : 40 + 3 * t] = patch
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "csrt"
+    # OTB's 1-based x,y,w,h of the patch in frame 1: column 21, row 31
+    result = runner.invoke(
+        app, ["track", "opencv:csrt", str(video), "--init", "21,31,20,20", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "tracked 8 frames" in result.output
+    lines = (out / "boxes.txt").read_text().split()
+    assert len(lines) == 8 and lines[0] == "21.00,31.00,20.00,20.00"
+    x, y = (float(v) for v in lines[-1].split(",")[:2])
+    assert abs(x - (21 + 21)) < 4 and abs(y - (31 + 7)) < 4  # moved 3 px and 1 px per frame
+    assert len(list((out / "frames").iterdir())) == 8 and (out / "track.avi").is_file()
+    bad = runner.invoke(
+        app, ["track", "opencv:csrt", str(video), "--init", "1,2,3", "--out", str(tmp_path / "b")]
+    )
+    assert bad.exit_code == 2 and "x,y,w,h" in bad.output
+    run = tmp_path / "sint"
+    trained = runner.invoke(
+        app,
+        [
+            "train",
+            "sint",
+            "--data",
+            DATA,
+            "--val-data",
+            VAL,
+            "--out",
+            str(run),
+            *QUICK,
+            "--set",
+            "model.width=8",
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    with_sint = runner.invoke(
+        app,
+        [
+            "track",
+            str(run),
+            str(video),
+            "--init",
+            "21,31,20,20",
+            "--out",
+            str(tmp_path / "s"),
+            "--no-video",
+        ],
+    )
+    assert with_sint.exit_code == 0, with_sint.output
+    assert len((tmp_path / "s" / "boxes.txt").read_text().split()) == 8

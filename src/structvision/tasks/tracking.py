@@ -12,6 +12,7 @@ GOT-10k / LaSOT folder (``--data PATH``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -255,3 +256,101 @@ RECIPES["siamfc"] = Recipe(
     model_input=_sequence_input,
     data_modality="tracking",
 )
+
+
+def tracker_for(run: str | Path, **settings: Any):
+    """A tracker by name: ``opencv:csrt`` (``kcf``, ``mil``), or a run / checkpoint / ``zoo:NAME``
+    of the ``sint`` or ``siamfc`` recipe (``settings`` go to its tracker)."""
+    from structvision.models.tracking import OpenCVTracker, SiamFCTracker, SINTTracker
+
+    text = str(run)
+    if text.startswith("opencv:"):
+        try:
+            return OpenCVTracker(text.removeprefix("opencv:"))
+        except ValueError as error:
+            raise RecipeError(str(error)) from None
+    from structvision.tasks.run import load_trained_model
+
+    recipe, model, _ = load_trained_model(run)
+    if recipe.name == "sint":
+        return SINTTracker(model, **settings)
+    if recipe.name == "siamfc":
+        return SiamFCTracker(model, **settings)
+    raise RecipeError(f"{run} is a {recipe.name!r} model, not a tracker (sint, siamfc)")
+
+
+def read_otb_box(text: str) -> Tensor:
+    """``"x,y,w,h"`` in OTB's convention (1-based pixels) -> ``(4,)`` xyxy 0-based."""
+    try:
+        x, y, w, h = (float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise RecipeError(
+            f"--init {text!r}: give x,y,w,h (four numbers, OTB's 1-based pixels)"
+        ) from None
+    if w <= 0 or h <= 0:
+        raise RecipeError(f"--init {text!r}: the width and height must be positive")
+    return torch.tensor([x - 1, y - 1, x - 1 + w, y - 1 + h], dtype=torch.float64)
+
+
+def run_track(
+    run: str | Path, source: str | Path, *, init: str, out: str | Path, video: bool = True
+) -> dict[str, Any]:
+    """Track from ``init`` (OTB ``x,y,w,h``) through a video file or a folder of frames.
+
+    Writes ``OUT/boxes.txt`` (one OTB ``x,y,w,h`` line per frame, 1-based pixels, as
+    ``groundtruth_rect.txt``), ``OUT/frames/0001.jpg ...`` (each frame with its box) and, with
+    ``video``, ``OUT/track.avi``; returns ``{"frames", "fps", "boxes"}``.
+    """
+    import cv2
+    import numpy as np
+
+    from structvision.data.tracking import FrameList, TrackingDataError, _frames
+    from structvision.data.video import VIDEO_SUFFIXES, read_video_frames
+    from structvision.viz import draw_instances, save_png
+
+    source = Path(source)
+    if source.is_dir():
+        try:
+            frames: Sequence[Tensor] = FrameList(_frames(source))
+        except TrackingDataError as error:
+            raise RecipeError(str(error)) from None
+    elif source.suffix.lower() in VIDEO_SUFFIXES:
+        frames = [frame for _, frame in read_video_frames(source)]
+    else:
+        raise RecipeError(
+            f"{source}: give a video file ({', '.join(VIDEO_SUFFIXES)}) or a folder of frames"
+        )
+    tracker = tracker_for(run)
+    boxes, seconds = tracker.track(frames, read_otb_box(init))
+    out = Path(out)
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{x1 + 1:.2f},{y1 + 1:.2f},{x2 - x1:.2f},{y2 - y1:.2f}"
+        for x1, y1, x2, y2 in boxes.tolist()
+    ]
+    (out / "boxes.txt").write_text("\n".join(lines) + "\n")
+    writer = None
+    for index, box in enumerate(boxes, start=1):
+        frame = frames[index - 1]
+        drawn = draw_instances(
+            frame,
+            {"boxes": box[None].float(), "labels": torch.tensor([1]), "scores": torch.ones(1)},
+            class_names=["", "target"],
+            score_threshold=0.0,
+        )
+        save_png(drawn, out / "frames" / f"{index:04d}.png")
+        if video:
+            bgr = np.ascontiguousarray(drawn.permute(1, 2, 0).numpy()[..., ::-1])
+            if writer is None:
+                size = (bgr.shape[1], bgr.shape[0])
+                writer = cv2.VideoWriter(
+                    str(out / "track.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 15, size
+                )
+            writer.write(bgr)
+    if writer is not None:
+        writer.release()
+    return {
+        "frames": len(boxes),
+        "fps": 1.0 / seconds if seconds > 0 else float("inf"),
+        "boxes": boxes,
+    }
