@@ -1,0 +1,84 @@
+"""Single-object tracking on held-out ``world-track`` sequences: SINT (with and without box
+regression, and the query-updating counter-example), SiamFC and OpenCV's CSRT, KCF and MIL.
+
+One-pass evaluation (got10k's conventions, ``TrackingEvaluator``): success AUC, precision at
+20 px, normalised precision, GOT-10k's AO, frames per second (one process, ``--threads``),
+overall and per OTB attribute. The sequences are rendered once and shared by every tracker.
+
+    python benchmarks/bench_tracking.py --rows csrt,kcf,mil --sequences 60
+    python benchmarks/bench_tracking.py --rows sint,sint_regression,sint_update,siamfc \
+        --sint runs/sint --siamfc runs/siamfc --sequences 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from structvision.data.spec import build_dataset
+from structvision.evaluation.tracking import TrackingEvaluator
+from structvision.tasks.tracking import tracker_for
+
+ROWS = ("sint", "sint_regression", "sint_update", "siamfc", "csrt", "kcf", "mil")
+
+
+def _tracker(name: str, args: argparse.Namespace):
+    if name in ("csrt", "kcf", "mil"):
+        return tracker_for(f"opencv:{name}")
+    if name.startswith("sint"):
+        if args.sint is None:
+            raise SystemExit(f"--rows {name} needs --sint RUN")
+        settings = {
+            "box_regression": name == "sint_regression",
+            "update_query": name == "sint_update",
+        }
+        return tracker_for(args.sint, **settings)
+    if args.siamfc is None:
+        raise SystemExit("--rows siamfc needs --siamfc RUN")
+    return tracker_for(args.siamfc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", required=True, help="comma-separated: " + ", ".join(ROWS))
+    parser.add_argument("--sequences", type=int, default=60)
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--sint", default=None, help="a sint run, checkpoint or zoo:NAME")
+    parser.add_argument("--siamfc", default=None, help="a siamfc run, checkpoint or zoo:NAME")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_tracking"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    rows = args.rows.split(",")
+    unknown = [row for row in rows if row not in ROWS]
+    if unknown:
+        parser.error(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
+    torch.set_num_threads(args.threads)
+    spec = f"world-track:num_images={args.sequences},num_frames={args.frames}"
+    dataset = build_dataset(spec, split="val")
+    started = time.perf_counter()
+    sequences = [dataset[index] for index in range(len(dataset))]
+    print(
+        f"rendered {len(sequences)} sequences in {time.perf_counter() - started:.0f} s", flush=True
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in rows:
+        evaluator = TrackingEvaluator()
+        tracker = _tracker(name, args)  # init() starts each sequence afresh
+        for frames, target in sequences:
+            boxes, seconds = tracker.track(frames, target["boxes"][0])
+            evaluator.update([target], [{"boxes": boxes, "seconds_per_frame": seconds}])
+        metrics = {key: round(value, 4) for key, value in evaluator.compute().items()}
+        result = {"data": spec, **metrics}
+        print(json.dumps({name: result}), flush=True)
+        path = args.out / "results.json"
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        results[name] = result
+        path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
