@@ -22,6 +22,7 @@ import torch
 from structvision.data.spec import build_dataset
 from structvision.evaluation.tracking import TrackingEvaluator
 from structvision.tasks.tracking import tracker_for
+from structvision.viz import plot_tracking_curves
 
 ROWS = ("sint", "sint_regression", "sint_update", "siamfc", "csrt", "kcf", "mil")
 
@@ -65,6 +66,7 @@ def main() -> None:
         f"rendered {len(sequences)} sequences in {time.perf_counter() - started:.0f} s", flush=True
     )
     args.out.mkdir(parents=True, exist_ok=True)
+    curves = {}
     for name in rows:
         evaluator = TrackingEvaluator()
         tracker = _tracker(name, args)  # init() starts each sequence afresh
@@ -72,12 +74,15 @@ def main() -> None:
             boxes, seconds = tracker.track(frames, target["boxes"][0])
             evaluator.update([target], [{"boxes": boxes, "seconds_per_frame": seconds}])
         metrics = {key: round(value, 4) for key, value in evaluator.compute().items()}
+        curves[name] = evaluator.curves()
         result = {"data": spec, **metrics}
         print(json.dumps({name: result}), flush=True)
         path = args.out / "results.json"
         results = json.loads(path.read_text()) if path.is_file() else {}
         results[name] = result
         path.write_text(json.dumps(results, indent=2) + "\n")
+    plot = plot_tracking_curves(curves, args.out / "ope.png", title="(world-track, OPE)")
+    print(f"success and precision plots: {plot}")
 
 
 if __name__ == "__main__":

@@ -84,3 +84,19 @@ def test_sequences_count_once_and_attributes_split_them():
     assert metrics["precision"] == 1.0 and metrics["ao"] == pytest.approx((2 / 3 + 1) / 2)
     with pytest.raises(ValueError, match="2 predicted boxes for a sequence of 3 frames"):
         evaluator.update([{"boxes": TRUTH}], [{"boxes": TRUTH[:2]}])
+
+
+def test_success_and_precision_plots(tmp_path):
+    from PIL import Image
+
+    from structvision.viz import plot_tracking_curves
+
+    evaluator = TrackingEvaluator()
+    evaluator.update([{"boxes": TRUTH}], [{"boxes": _predicted()}])
+    curves = evaluator.curves()
+    assert curves["success"].shape == (21,) and curves["precision"].shape == (51,)
+    path = plot_tracking_curves({"a": curves, "b": curves}, tmp_path / "ope.png", title="test")
+    with Image.open(path) as image:
+        assert image.size == (1000, 400)
+    with pytest.raises(ValueError, match="no sequence with OCC"):
+        evaluator.curves("OCC")

@@ -18,6 +18,7 @@ from structvision.viz.draw import (
 from structvision.viz.flow import color_wheel, draw_flow_arrows, flow_to_image
 from structvision.viz.report import (
     ReportSection,
+    plot_tracking_curves,
     plot_training_curves,
     read_metrics_jsonl,
     write_html_report,
@@ -36,6 +37,7 @@ __all__ = [
     "draw_skeletons",
     "flow_to_image",
     "instance_colors",
+    "plot_tracking_curves",
     "plot_training_curves",
     "read_metrics_jsonl",
     "save_depth_png",

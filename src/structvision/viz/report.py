@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["ReportSection", "plot_training_curves", "read_metrics_jsonl", "write_html_report"]
 
@@ -148,6 +149,51 @@ def plot_training_curves(records: Sequence[Mapping], path: str | Path) -> Path |
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_tracking_curves(
+    curves: Mapping[str, Mapping[str, Any]], path: str | Path, *, title: str = ""
+) -> Path:
+    """OTB's success and precision plots side by side, one line per tracker.
+
+    ``curves[name]`` is :meth:`TrackingEvaluator.curves`'s dict (``success``, ``precision``
+    and their thresholds); the legend gives each tracker's success AUC and precision at 20 px,
+    trackers sorted by AUC as OTB orders them.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = sorted(curves, key=lambda name: -float(curves[name]["success"].mean()))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for name in order:
+        c = curves[name]
+        auc = float(c["success"].mean())
+        left.plot(c["success_thresholds"], c["success"], label=f"{name} [{auc:.3f}]")
+        right.plot(
+            c["precision_thresholds"],
+            c["precision"],
+            label=f"{name} [{float(c['precision'][20]):.3f}]",
+        )
+    left.set(
+        xlabel="overlap threshold", ylabel="success rate", title=f"Success plot {title}".strip()
+    )
+    right.set(
+        xlabel="location error threshold (px)",
+        ylabel="precision",
+        title=f"Precision plot {title}".strip(),
+    )
+    for axis in (left, right):
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="lower left" if axis is left else "lower right")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
