@@ -277,7 +277,12 @@ _SHOWN_METRICS = {
     "monodepth": ("abs_rel", "rmse", "a1"),
     "raft_small": ("epe", "epe_noc", "fl_all"),
     "flownet_s": ("epe", "epe_noc", "fl_all"),
+    "sint": ("success_auc", "precision", "fps"),
+    "siamfc": ("success_auc", "precision", "fps"),
 }
+
+#: Samples the slower kinds of zoo model are shown on (a tracking sample is a whole sequence).
+_SAMPLES_AT_MOST = {"raft_small": 20, "flownet_s": 20, "sint": 3, "siamfc": 3}
 
 
 def _zoo_stage(
@@ -287,12 +292,13 @@ def _zoo_stage(
     recorded when it was trained) and its predictions."""
     from structvision.tasks import run_eval
 
-    data = _fresh_samples(entry.check["data"], settings.zoo_images)
+    count = min(settings.zoo_images, _SAMPLES_AT_MOST.get(entry.recipe, settings.zoo_images))
+    data = _fresh_samples(entry.check["data"], count)
     folder = out / "zoo"
     keys = _SHOWN_METRICS.get(entry.recipe) or tuple(entry.metrics)
     started = time.perf_counter()
     metrics = run_eval(f"zoo:{entry.name}", data=data, out=folder / f"{entry.name}.json")
-    table = {f"{key} (these {settings.zoo_images} images)": metrics[key] for key in keys}
+    table = {f"{key} (these {count} samples)": metrics[key] for key in keys}
     table |= {f"{key} (recorded)": entry.metrics[key] for key in keys if key in entry.metrics}
     summary = {f"zoo/{entry.name}/{key}": metrics[key] for key in keys}
     caption = "predictions (and the truth, where drawn)"
@@ -306,14 +312,14 @@ def _zoo_stage(
             table[f"{key} + dense CRF (these images)"] = refined[key]
             summary[f"zoo/{entry.name}+crf/{key}"] = refined[key]
         caption = "image | FCN | + dense CRF | truth"
-    picture = _overlays(entry.name, data, settings.num_shown, folder, crf=crf)
+    picture = _overlays(entry.name, data, min(settings.num_shown, count), folder, crf=crf)
     seconds = time.perf_counter() - started
     shown = ", ".join(f"{key} {metrics[key]:.3f}" for key in keys)
     console.print(f"  zoo:{entry.name} ({entry.task}): {shown}  [{seconds:.1f} s]")
     section = ReportSection(
         title=f"zoo:{entry.name} — {entry.task}",
         paragraphs=(
-            f"{entry.description}. Scored here on {settings.zoo_images} fresh samples of "
+            f"{entry.description}. Scored here on {count} fresh samples of "
             f"{data.split(':')[0]} (seed {DEMO_SEED}, never seen in training or benchmarks); "
             f"'recorded' is the benchmark's number on its 500 held-out images. Trained by: "
             f"{entry.command}",

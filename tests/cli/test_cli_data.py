@@ -117,3 +117,82 @@ def test_quick_demo_writes_its_outputs(tmp_path, monkeypatch):
     (foreign / "thesis.tex").write_text("precious")
     refused = runner.invoke(app, ["demo", "--quick", "--out", str(foreign)])
     assert refused.exit_code == 2 and (foreign / "thesis.tex").read_text() == "precious"
+
+
+def test_demo_shows_flow_and_tracking_zoo_entries(tmp_path, monkeypatch):
+    import shutil
+
+    from rich.console import Console
+
+    import structvision.demo
+    import structvision.zoo
+    from structvision.demo import DemoSettings, _zoo_stage
+
+    weights = tmp_path / "weights"
+    runs = {
+        "raft_small": (
+            "world-flow:height=128,width=128",
+            ["--set", "model.train_updates=2", "--set", "model.num_updates=2"],
+        ),
+        "sint": ("world-track:height=64,width=96,num_frames=6", ["--set", "model.width=8"]),
+    }
+    for recipe, (data, options) in runs.items():
+        run = tmp_path / recipe
+        trained = runner.invoke(
+            app,
+            [
+                "train",
+                recipe,
+                "--data",
+                f"{data},num_images=4",
+                "--val-data",
+                f"{data},num_images=1",
+                "--out",
+                str(run),
+                "--max-steps",
+                "1",
+                "--set",
+                "batch_size=2",
+                "--set",
+                "progress=false",
+                *options,
+            ],
+        )
+        assert trained.exit_code == 0, trained.output
+        entry = weights / f"{recipe}_test"
+        shutil.copytree(
+            run / "checkpoints" / "step_000001", entry, ignore=shutil.ignore_patterns("trainer.pt")
+        )
+        record = {
+            "recipe": recipe,
+            "task": recipe,
+            "description": "a test entry",
+            "metrics": {},
+            "command": "test",
+            "check": {"data": f"{data},num_images=1"},
+        }
+        (entry / "zoo.json").write_text(json.dumps(record))
+    monkeypatch.setattr(structvision.zoo, "WEIGHTS_DIR", weights)
+    settings = DemoSettings(
+        num_samples=2,
+        num_speed_images=2,
+        num_coco_images=2,
+        zoo_images=6,
+        num_shown=2,
+        train_steps=1,
+        batch_size=2,
+        val_images=1,
+    )
+    for name, keys in (
+        ("raft_small_test", ("epe", "fl_all")),
+        ("sint_test", ("success_auc", "fps")),
+    ):
+        entry = structvision.zoo.zoo_entries()[name]
+        section, summary = _zoo_stage(
+            entry, tmp_path / "demo", settings, Console(file=None, quiet=True)
+        )
+        assert all(f"zoo/{name}/{key}" in summary for key in keys)
+        assert (tmp_path / "demo" / "zoo" / f"{name}.png").is_file()
+        assert "these 2 samples" in " ".join(section.table) or "these 3 samples" in " ".join(
+            section.table
+        )
