@@ -227,12 +227,13 @@ def _overlays(name: str, data: str, count: int, out: Path, *, crf: dict | None =
     """Predictions of ``zoo:NAME`` on the first ``count`` images of ``data``, tiled, with the
     ground truth where the recipe draws it (and the CRF-refined labels for segmenters)."""
     from structvision.data.spec import build_dataset
+    from structvision.engine.data import move_to_device
     from structvision.models.segmentation.postprocess import refine_with_crf
     from structvision.tasks.predictor import draw_prediction
     from structvision.tasks.run import load_trained_model
 
     recipe, model, model_config = load_trained_model(f"zoo:{name}")
-    dataset = build_dataset(data, split="val")
+    dataset = build_dataset(data, split="val", modality=recipe.data_modality)
     device = next(model.parameters()).device
     pictures = []
     with torch.no_grad():
@@ -241,7 +242,7 @@ def _overlays(name: str, data: str, count: int, out: Path, *, crf: dict | None =
             given = image if recipe.model_input is None else recipe.model_input(image, target)
             prediction = {
                 k: v.cpu() if torch.is_tensor(v) else v
-                for k, v in model([given.to(device)])[0].items()
+                for k, v in model([move_to_device(given, device)])[0].items()
             }
             if crf is not None and "semantic" in prediction:
                 refined = refine_with_crf(image, prediction, **crf)
