@@ -9,6 +9,7 @@ from structvision.evaluation.classification import ClassificationEvaluator
 from structvision.evaluation.coco import COCOEvaluator
 from structvision.evaluation.depth import DepthEvaluator, depth_errors
 from structvision.evaluation.flow import FlowEvaluator, flow_errors
+from structvision.evaluation.intrinsic import NormalEvaluator, lmse, normal_errors, whdr
 from structvision.evaluation.segmentation import SegmentationEvaluator
 from structvision.evaluation.tracking import TrackingEvaluator
 from structvision.evaluation.voc import VOCEvaluator, voc_ap
@@ -18,10 +19,14 @@ __all__ = [
     "ClassificationEvaluator",
     "DepthEvaluator",
     "FlowEvaluator",
+    "NormalEvaluator",
     "SegmentationEvaluator",
     "TrackingEvaluator",
     "VOCEvaluator",
     "depth_errors",
     "flow_errors",
+    "lmse",
+    "normal_errors",
     "voc_ap",
+    "whdr",
 ]
