@@ -9,7 +9,13 @@ from structvision.evaluation.classification import ClassificationEvaluator
 from structvision.evaluation.coco import COCOEvaluator
 from structvision.evaluation.depth import DepthEvaluator, depth_errors
 from structvision.evaluation.flow import FlowEvaluator, flow_errors
-from structvision.evaluation.intrinsic import NormalEvaluator, lmse, normal_errors, whdr
+from structvision.evaluation.intrinsic import (
+    IntrinsicEvaluator,
+    NormalEvaluator,
+    lmse,
+    normal_errors,
+    whdr,
+)
 from structvision.evaluation.segmentation import SegmentationEvaluator
 from structvision.evaluation.tracking import TrackingEvaluator
 from structvision.evaluation.voc import VOCEvaluator, voc_ap
@@ -19,6 +25,7 @@ __all__ = [
     "ClassificationEvaluator",
     "DepthEvaluator",
     "FlowEvaluator",
+    "IntrinsicEvaluator",
     "NormalEvaluator",
     "SegmentationEvaluator",
     "TrackingEvaluator",

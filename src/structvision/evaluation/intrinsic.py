@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "IntrinsicEvaluator",
     "NormalEvaluator",
     "lmse",
     "normal_errors",
@@ -209,3 +210,59 @@ def whdr(albedo: Tensor, judgements: Sequence[dict[str, Any]], *, delta: float =
         total += weight
         wrong += weight * (answer != str(j["darker"]))
     return wrong / total if total > 0 else math.nan
+
+
+class IntrinsicEvaluator:
+    """Per image ``mse`` (scale-invariant, albedo and shading averaged), ``lmse`` and ``whdr``;
+    :meth:`compute` averages over images. WHDR uses the target's ``judgements`` (IIW) when it
+    has them, else ``num_judgements`` drawn from its true ``albedo`` (seeded by the image's
+    index, so every model is scored on the same pairs); images without a true albedo count for
+    WHDR only."""
+
+    def __init__(self, *, num_judgements: int = 300, delta: float = 0.10) -> None:
+        self.num_judgements = num_judgements
+        self.delta = delta
+        self.records: list[dict[str, float]] = []
+
+    def reset(self) -> None:
+        self.records = []
+
+    def update(self, targets: Sequence[dict], predictions: Sequence[dict]) -> None:
+        for target, prediction in zip(targets, predictions, strict=True):
+            albedo, shading = (
+                prediction["albedo"].double().cpu(),
+                prediction["shading"].double().cpu(),
+            )
+            record: dict[str, float] = {}
+            if "albedo" in target and "shading" in target:
+                true_albedo = target["albedo"].double().cpu()
+                true_shading = target["shading"].double().cpu()
+                if true_shading.shape[0] != shading.shape[0]:
+                    true_shading = true_shading.mean(0, keepdim=True)
+                    shading = shading.mean(0, keepdim=True)
+                mask = target.get("mask")
+                record["mse"] = (
+                    scale_invariant_mse(albedo, true_albedo, mask)
+                    + scale_invariant_mse(shading, true_shading, mask)
+                ) / 2
+                record["lmse"] = lmse(albedo, shading, true_albedo, true_shading, mask)
+            judgements = target.get("judgements")
+            if judgements is None and "albedo" in target:
+                seed = int(target.get("image_id", len(self.records)))
+                generator = torch.Generator().manual_seed(seed)
+                judgements = sample_judgements(
+                    target["albedo"].cpu(), self.num_judgements, generator, delta=self.delta
+                )
+            if judgements:
+                record["whdr"] = whdr(albedo, judgements, delta=self.delta)
+            self.records.append(record)
+
+    def compute(self) -> dict[str, float]:
+        if not self.records:
+            raise ValueError("IntrinsicEvaluator.compute: no images were added")
+        metrics = {}
+        for key in ("mse", "lmse", "whdr"):
+            values = [r[key] for r in self.records if key in r and not math.isnan(r[key])]
+            if values:
+                metrics[key] = sum(values) / len(values)
+        return metrics

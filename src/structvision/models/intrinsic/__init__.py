@@ -1,4 +1,5 @@
-"""Surface normals and intrinsic images: losses and baselines (networks to come)."""
+"""Surface normals and intrinsic images: a multi-scale network (Eigen & Fergus style) with
+normal, depth, albedo and shading heads, their losses and the baselines."""
 
 from structvision.models.intrinsic.baselines import normals_from_depth, poisson_integrate, retinex
 from structvision.models.intrinsic.losses import (
@@ -7,8 +8,12 @@ from structvision.models.intrinsic.losses import (
     reconstruction_loss,
     scale_invariant_log_loss,
 )
+from structvision.models.intrinsic.networks import IntrinsicNet, MultiScaleDense, NormalsNet
 
 __all__ = [
+    "IntrinsicNet",
+    "MultiScaleDense",
+    "NormalsNet",
     "normal_loss",
     "normals_from_depth",
     "ordinal_reflectance_loss",
