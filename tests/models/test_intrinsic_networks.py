@@ -16,7 +16,7 @@ def _sample():
 def test_normals_net_overfits_one_image_with_depth():
     torch.manual_seed(0)
     image, target = _sample()
-    model = NormalsNet(width=8, depth=True)
+    model = NormalsNet(width=8, with_depth=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.eval()
     with torch.no_grad():

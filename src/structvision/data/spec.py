@@ -22,6 +22,8 @@ or a path to data on disk in a standard format:
     path/to/kitti/training    KITTI flow 2015 (image_2/ *_10.png, *_11.png, flow_occ/, flow_noc/),
     path/to/FlyingChairs      FlyingChairs (data/*_img1.ppm, *_flow.flo) or Middlebury flow
                               (other-data/, other-gt-flow/); settings: Sintel pass_name=final
+    path/to/MIT               MIT intrinsic images (folders with original.png, reflectance.png,
+                              shading.png), or IIW photos (NNNN.png with NNNN.json judgements)
 """
 
 from __future__ import annotations
@@ -113,6 +115,22 @@ def _flow_spec(spec: str) -> DataSpec:
     return DataSpec(kind=kind, name=kind, options=options, path=path)
 
 
+def _intrinsic_kind(path: Path) -> str | None:
+    """``"mit_intrinsic"`` (folders with original.png), ``"iiw"`` (NNNN.png + NNNN.json) or None."""
+    if not path.is_dir():
+        return None
+    if (path / "original.png").is_file() or any(
+        (p / "original.png").is_file() for p in path.iterdir() if p.is_dir()
+    ):
+        return "mit_intrinsic"
+    if (
+        any(p.with_suffix(".png").is_file() for p in path.glob("*.json"))
+        and not (path / "annotations.json").is_file()
+    ):
+        return "iiw"
+    return None
+
+
 def _tracking_dataset(spec: str) -> Dataset:
     """An OTB, LaSOT or GOT-10k folder (``modality="tracking"``)."""
     from structvision.data.tracking import TRACKING_READERS, detect_tracking_folder
@@ -146,6 +164,9 @@ def parse_spec(spec: str) -> DataSpec:
         return DataSpec(kind=flow_kind, name=flow_kind, options=options, path=path)
     if is_stereo:
         return DataSpec(kind="kitti_stereo", name="kitti_stereo", options=options, path=path)
+    intrinsic_kind = _intrinsic_kind(path)
+    if intrinsic_kind is not None:
+        return DataSpec(kind=intrinsic_kind, name=intrinsic_kind, options=options, path=path)
     if path.is_dir() and (
         (path / "im0.png").is_file() or any((p / "im0.png").is_file() for p in path.iterdir())
     ):
@@ -208,6 +229,11 @@ def build_dataset(
         spec = _flow_spec(str(spec.path))
     from structvision.data.flow import FLOW_READERS
 
+    if spec.kind in ("mit_intrinsic", "iiw"):
+        from structvision.data.intrinsic import IIWDataset, MITIntrinsicDataset
+
+        reader = MITIntrinsicDataset if spec.kind == "mit_intrinsic" else IIWDataset
+        return _construct(reader, spec, spec.path, **spec.options, **kwargs)
     if spec.kind in FLOW_READERS:
         if spec.kind == "flying_chairs":
             kwargs = {"split": split, **kwargs}

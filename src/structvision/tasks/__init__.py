@@ -22,6 +22,7 @@ from structvision.tasks import (
     detection,  # noqa: F401  (registers faster_rcnn, fast_rcnn)
     flow,  # noqa: F401  (registers raft_small, flownet_s)
     instances,  # noqa: F401  (registers mask_rcnn, keypoint_rcnn)
+    intrinsic,  # noqa: F401  (registers normals, intrinsic)
     segmentation,  # noqa: F401  (registers fcn32s, fcn16s, fcn8s)
     tracking,  # noqa: F401  (registers sint, siamfc)
 )

@@ -554,6 +554,9 @@ def run_predict(
       metres as KITTI's 16-bit PNG (value / 256 = metres, 0 = none) and as float32 numpy, and
       ``OUT/<name>_disparity.png``, the disparity colour-mapped (near bright, far dark); the
       overlay shows it under the image.
+    * ``OUT/<name>_normals.png`` for a normals model (``(n + 1) / 2 * 255``, NYUv2's encoding);
+      ``OUT/<name>_albedo.png``/``_shading.png`` (scaled to their maximum: the decomposition
+      is up to scale) and ``.npy`` (as predicted) for an intrinsic model.
     * a video file (``VIDEO_SUFFIXES``) gives its frames, named ``<stem>_00000`` and on.
     * for an optical-flow model the images are frames, in the order given (a folder's in name
       order, a video file's in time): for each frame and the next, ``OUT/<name>.flo`` (the
@@ -612,6 +615,19 @@ def run_predict(
             if "disparity" in prediction:
                 colored = colorize_values(prediction["disparity"], vmin=0.0)
                 record["disparity"] = save_png(colored, out / f"{name}_disparity.png").name
+        if "normals" in prediction:
+            from structvision.data.intrinsic import write_normal_png
+
+            record["normals"] = write_normal_png(
+                out / f"{name}_normals.png", prediction["normals"]
+            ).name
+        for layer in ("albedo", "shading"):
+            if layer in prediction:
+                values = prediction[layer].float()
+                np.save(out / f"{name}_{layer}.npy", values.numpy())
+                picture = values.expand(3, -1, -1) if values.shape[0] == 1 else values
+                picture = (picture / picture.max().clamp(min=1e-6) * 255).round().to(torch.uint8)
+                record[layer] = save_png(picture, out / f"{name}_{layer}.png").name
         if "semantic" in prediction:
             record["label_map"] = save_label_png(
                 prediction["semantic"], out / f"{name}_labels.png"

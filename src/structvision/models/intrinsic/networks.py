@@ -128,10 +128,12 @@ def _target_stack(targets: Sequence[dict], key: str, device: torch.device) -> Te
 
 
 class NormalsNet(MultiScaleDense):
-    """Surface normals (and depth with ``depth=True``, from the same trunk)."""
+    """Surface normals (and depth with ``with_depth=True``, from the same trunk)."""
 
-    def __init__(self, *, width: int = 32, depth: bool = False, depth_weight: float = 0.5) -> None:
-        super().__init__({"normals": 3, **({"depth": 1} if depth else {})}, width=width)
+    def __init__(
+        self, *, width: int = 32, with_depth: bool = False, depth_weight: float = 0.5
+    ) -> None:
+        super().__init__({"normals": 3, **({"depth": 1} if with_depth else {})}, width=width)
         self.depth_weight = depth_weight
 
     def forward(self, images: Any, targets: Sequence[dict] | None = None):

@@ -1,0 +1,164 @@
+"""Recipes ``normals`` and ``intrinsic``: surface normals (optionally with depth) and the
+decomposition of an image into albedo and shading, trained on ``world``'s exact layers.
+
+``normals`` is scored with Fouhey's protocol (mean, median, rmse, a11/a22/a30, every pixel
+pooled); ``intrinsic`` with the scale-invariant MSE, Grosse's LMSE and Bell's WHDR (on pairs
+drawn from the true albedo, or an IIW folder's judgements). Folders on disk: MIT intrinsic
+images and IIW for ``intrinsic`` (``--data PATH``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from structvision.data.collate import collate_detection
+from structvision.data.spec import build_dataset
+from structvision.engine import TrainConfig
+from structvision.evaluation.intrinsic import IntrinsicEvaluator, NormalEvaluator
+from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
+
+__all__ = ["build_intrinsic", "build_normals", "draw_intrinsic", "draw_normals"]
+
+NORMALS_OPTIONS = ("width", "with_depth", "depth_weight")
+INTRINSIC_OPTIONS = ("width", "shading_channels", "reconstruction_weight", "ordinal_weight")
+
+
+def build_normals(**options: Any) -> nn.Module:
+    from structvision.models.intrinsic import NormalsNet
+
+    return NormalsNet(**options)
+
+
+def build_intrinsic(**options: Any) -> nn.Module:
+    from structvision.models.intrinsic import IntrinsicNet
+
+    return IntrinsicNet(**options)
+
+
+def normals_picture(normals: Tensor) -> Tensor:
+    """Unit normals ``(3, H, W)`` as the usual colour picture ``(n + 1) / 2``, uint8."""
+    return ((normals.detach().float().cpu().clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8)
+
+
+def _picture(image: Tensor) -> Tensor:
+    return (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def draw_normals(
+    image: Tensor,
+    prediction: dict,
+    class_names: Sequence[str] = (),
+    *,
+    score_threshold: float = 0.5,
+    target: dict | None = None,
+) -> Tensor:
+    """Image | predicted normals | true normals (given a target): ``(3, H, kW)``."""
+    parts = [_picture(image), normals_picture(prediction["normals"])]
+    if target is not None and target.get("normals") is not None:
+        parts.append(normals_picture(target["normals"]))
+    return torch.cat(parts, dim=2)
+
+
+def draw_intrinsic(
+    image: Tensor,
+    prediction: dict,
+    class_names: Sequence[str] = (),
+    *,
+    score_threshold: float = 0.5,
+    target: dict | None = None,
+) -> Tensor:
+    """Image | albedo | shading, the true ones below (given a target), each scaled to its
+    maximum (the decomposition is up to scale): ``(3, H or 2H, 3W)``."""
+
+    def scaled(layer: Tensor) -> Tensor:
+        layer = layer.detach().float().cpu()
+        layer = layer.expand(3, -1, -1) if layer.shape[0] == 1 else layer
+        return _picture(layer / layer.max().clamp(min=1e-6))
+
+    rows = [
+        torch.cat([_picture(image), scaled(prediction["albedo"]), scaled(prediction["shading"])], 2)
+    ]
+    if target is not None and "albedo" in target and "shading" in target:
+        rows.append(
+            torch.cat([_picture(image), scaled(target["albedo"]), scaled(target["shading"])], 2)
+        )
+    return torch.cat(rows, dim=1)
+
+
+def normal_evaluator(dataset: Any = None) -> NormalEvaluator:
+    return NormalEvaluator()
+
+
+def intrinsic_evaluator(dataset: Any = None) -> IntrinsicEvaluator:
+    return IntrinsicEvaluator()
+
+
+DENSE_TRAINING = TrainConfig(
+    max_steps=3000,
+    batch_size=8,
+    optimizer="adamw",
+    lr=1e-3,
+    weight_decay=1e-4,
+    schedule="cosine",
+    warmup_steps=100,
+    clip_grad_norm=10.0,
+    eval_every=1000,
+    checkpoint_every=500,
+    log_every=20,
+)
+
+
+def _setup(recipe: str, build, needs: tuple[str, ...], evaluator):
+    def setup(*, data: str, val_data: str | None, model_overrides: dict) -> Task:
+        try:
+            train = build_dataset(data, split="train")
+            val = build_dataset(val_data or data, split="val")
+        except ValueError as error:
+            raise RecipeError(f"{recipe}: {error}") from None
+        sample = train[0][1]
+        missing = [key for key in needs if key not in sample]
+        if missing:
+            raise RecipeError(
+                f"{recipe} trains on {', '.join(needs)}: the samples of {data} lack {missing} (use 'world')"
+            )
+        kwargs = dict(model_overrides)
+        return Task(
+            model=build(**kwargs),
+            model_config={"recipe": recipe, "kwargs": kwargs, "class_names": []},
+            train_dataset=train,
+            val_dataset=val,
+            collate_fn=collate_detection,
+            evaluator_factory=evaluator,
+            train_config=DENSE_TRAINING,
+        )
+
+    return setup
+
+
+RECIPES["normals"] = Recipe(
+    name="normals",
+    summary="Surface normals (optionally with depth) from one image, multi-scale network, on world",
+    setup=_setup("normals", build_normals, ("normals",), normal_evaluator),
+    build_model=build_normals,
+    build_evaluator=normal_evaluator,
+    collate_fn=collate_detection,
+    draw=draw_normals,
+    model_options=NORMALS_OPTIONS,
+    train_defaults=DENSE_TRAINING,
+)
+
+RECIPES["intrinsic"] = Recipe(
+    name="intrinsic",
+    summary="Intrinsic images: albedo and shading from one image (I = A * S), on world",
+    setup=_setup("intrinsic", build_intrinsic, ("albedo", "shading"), intrinsic_evaluator),
+    build_model=build_intrinsic,
+    build_evaluator=intrinsic_evaluator,
+    collate_fn=collate_detection,
+    draw=draw_intrinsic,
+    model_options=INTRINSIC_OPTIONS,
+    train_defaults=DENSE_TRAINING,
+)

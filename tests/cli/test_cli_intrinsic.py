@@ -1,0 +1,98 @@
+"""Normals and intrinsic images from the command line: train, eval, predict."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from structvision.cli import app
+from structvision.data.intrinsic import read_normal_png
+from structvision.data.spec import build_dataset
+
+runner = CliRunner()
+
+DATA = "world:height=32,width=64,num_images=4"
+VAL = "world:height=32,width=64,num_images=2"
+QUICK = [
+    "--max-steps",
+    "2",
+    "--set",
+    "batch_size=2",
+    "--set",
+    "progress=false",
+    "--set",
+    "model.width=8",
+]
+
+
+def test_normals_and_intrinsic_train_evaluate_and_predict(tmp_path):
+    from structvision.viz import save_png
+
+    image, _ = build_dataset(VAL, split="val")[0]
+    photo = save_png((image * 255).round().byte(), tmp_path / "photo.png")
+    expected = {
+        "normals": {"mean", "median", "a11", "a22", "a30"},
+        "intrinsic": {"mse", "lmse", "whdr"},
+    }
+    for recipe, options in (("normals", ["--set", "model.with_depth=true"]), ("intrinsic", [])):
+        run = tmp_path / recipe
+        trained = runner.invoke(
+            app,
+            [
+                "train",
+                recipe,
+                "--data",
+                DATA,
+                "--val-data",
+                VAL,
+                "--out",
+                str(run),
+                *QUICK,
+                *options,
+            ],
+        )
+        assert trained.exit_code == 0, trained.output
+        assert expected[recipe] <= set(json.loads((run / "metrics.json").read_text()))
+        assert runner.invoke(app, ["eval", str(run), "--data", VAL]).exit_code == 0
+        out = tmp_path / f"{recipe}_pred"
+        predicted = runner.invoke(app, ["predict", str(run), str(photo), "--out", str(out)])
+        assert predicted.exit_code == 0, predicted.output
+        record = json.loads((out / "images.json").read_text())["images"][0]
+        if recipe == "normals":
+            normals, valid = read_normal_png(out / record["normals"])
+            assert normals.shape == (3, 32, 64) and valid.all()
+        else:
+            assert (out / record["albedo"]).is_file() and (out / "photo_shading.npy").is_file()
+    wrong = runner.invoke(
+        app, ["train", "intrinsic", "--data", "shapes:num_images=4", "--out", str(tmp_path / "w")]
+    )
+    assert wrong.exit_code == 2 and "lack" in wrong.output
+
+
+def test_intrinsic_eval_on_a_mit_folder(tmp_path):
+    import cv2
+    import numpy as np
+
+    run = tmp_path / "run"
+    assert (
+        runner.invoke(
+            app,
+            ["train", "intrinsic", "--data", DATA, "--val-data", VAL, "--out", str(run), *QUICK],
+        ).exit_code
+        == 0
+    )
+    folder = tmp_path / "mit" / "apple"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    albedo = (rng.random((32, 64, 3)) * 40000 + 10000).astype(np.uint16)
+    shading = np.tile(np.linspace(10000, 60000, 64, dtype=np.uint16), (32, 1))
+    image = (albedo * (shading[..., None] / 65535.0)).astype(np.uint16)
+    for name, array in (("original", image), ("reflectance", albedo), ("shading", shading)):
+        cv2.imwrite(str(folder / f"{name}.png"), array)
+    result = runner.invoke(
+        app, ["eval", str(run), "--data", str(tmp_path / "mit"), "--out", str(tmp_path / "m.json")]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
+    assert {"mse", "lmse", "whdr"} <= set(metrics)
