@@ -280,6 +280,8 @@ _SHOWN_METRICS = {
     "flownet_s": ("epe", "epe_noc", "fl_all"),
     "sint": ("success_auc", "precision", "fps"),
     "siamfc": ("success_auc", "precision", "fps"),
+    "normals": ("mean", "median", "a11"),
+    "intrinsic": ("lmse", "whdr"),
 }
 
 #: Samples the slower kinds of zoo model are shown on (a tracking sample is a whole sequence).

@@ -1,0 +1,112 @@
+"""Surface normals and intrinsic images on held-out ``world`` images: the networks trained here
+against the baselines.
+
+Normal rows (Fouhey's protocol, every pixel of the set pooled): ``normals`` (recipe defaults),
+``normals_joint`` (the same network also predicting depth: Eigen & Fergus's joint model, same
+budget), ``from_true_depth`` (finite differences of the exact depth: the geometry's bound at
+this resolution), ``from_monodepth`` (of the zoo's Monodepth prediction). Intrinsic rows (MSE,
+LMSE, WHDR on 300 pairs per image drawn from the true albedo): ``intrinsic``, ``retinex``,
+``albedo_is_image``.
+
+    python benchmarks/bench_intrinsic.py --rows from_true_depth,from_monodepth,retinex,albedo_is_image
+    python benchmarks/bench_intrinsic.py --rows normals,normals_joint,intrinsic --out runs/bench_intrinsic
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from structvision.data.spec import build_dataset
+from structvision.evaluation.intrinsic import IntrinsicEvaluator, NormalEvaluator
+from structvision.models.intrinsic import normals_from_depth, retinex
+from structvision.tasks import load_trained_model, run_train
+
+NORMAL_ROWS = ("normals", "normals_joint", "from_true_depth", "from_monodepth")
+INTRINSIC_ROWS = ("intrinsic", "retinex", "albedo_is_image")
+
+
+def _baseline(name: str, dataset) -> dict:
+    evaluator = IntrinsicEvaluator() if name in INTRINSIC_ROWS else NormalEvaluator()
+    depth_model = load_trained_model("zoo:monodepth_world")[1] if name == "from_monodepth" else None
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for index in range(len(dataset)):
+            image, target = dataset[index]
+            if name == "from_true_depth":
+                prediction = {
+                    "normals": normals_from_depth(target["depth"], target["intrinsics"])[0]
+                }
+            elif name == "from_monodepth":
+                depth = depth_model([image])[0]["depth"].float().cpu()
+                prediction = {"normals": normals_from_depth(depth, target["intrinsics"])[0]}
+            elif name == "retinex":
+                albedo, shading = retinex(image)
+                prediction = {"albedo": albedo, "shading": shading.expand(3, -1, -1)}
+            else:  # albedo = image, shading = 1
+                prediction = {"albedo": image, "shading": torch.ones_like(image)}
+            evaluator.update([target], [prediction])
+    seconds = (time.perf_counter() - started) / len(dataset)
+    return {
+        **{k: round(v, 4) for k, v in evaluator.compute().items()},
+        "ms_per_image": round(1000 * seconds, 1),
+    }
+
+
+def _trained(name: str, args: argparse.Namespace) -> dict:
+    recipe = "intrinsic" if name == "intrinsic" else "normals"
+    overrides = {
+        "progress": "false",
+        **({"model.with_depth": "true"} if name == "normals_joint" else {}),
+    }
+    out = args.out / name
+    started = time.perf_counter()
+    metrics = run_train(
+        recipe,
+        data="world",
+        val_data=f"world:num_images={args.images}",
+        out=out,
+        max_steps=args.steps,
+        overrides=overrides,
+    )
+    config = json.loads((out / "config.json").read_text())
+    return {
+        "recipe": recipe,
+        "steps": config["train"]["max_steps"],
+        "train_minutes": round((time.perf_counter() - started) / 60, 1),
+        **{k: round(v, 4) for k, v in metrics.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    rows_help = ", ".join(NORMAL_ROWS + INTRINSIC_ROWS)
+    parser.add_argument("--rows", required=True, help=f"comma-separated: {rows_help}")
+    parser.add_argument("--steps", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_intrinsic"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    rows = args.rows.split(",")
+    unknown = [row for row in rows if row not in NORMAL_ROWS + INTRINSIC_ROWS]
+    if unknown:
+        parser.error(f"--rows: unknown {unknown}; choose from {rows_help}")
+    torch.set_num_threads(args.threads)
+    dataset = build_dataset(f"world:num_images={args.images}", split="val")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in rows:
+        trained = name in ("normals", "normals_joint", "intrinsic")
+        result = _trained(name, args) if trained else _baseline(name, dataset)
+        print(json.dumps({name: result}), flush=True)
+        path = args.out / "results.json"
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        results[name] = result
+        path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
