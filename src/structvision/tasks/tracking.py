@@ -71,7 +71,15 @@ class TrackingPairs(Dataset):
     sample (module docstring).
     """
 
-    def __init__(self, sequences: Any, *, kind: str, max_gap: int = 30, seed: int = 0) -> None:
+    def __init__(
+        self,
+        sequences: Any,
+        *,
+        kind: str,
+        max_gap: int = 30,
+        seed: int = 0,
+        crop_sizes: tuple[int, int] = (127, 255),
+    ) -> None:
         if kind not in ("sint", "siamfc"):
             raise ValueError(f"kind must be 'sint' or 'siamfc', got {kind!r}")
         if not hasattr(sequences, "render_frames"):
@@ -83,6 +91,7 @@ class TrackingPairs(Dataset):
         self.kind = kind
         self.max_gap = max_gap
         self.seed = seed
+        self.crop_sizes = crop_sizes  # SiamFC's exemplar and search crops
         self.frames = sequences.config.num_frames
 
     def __len__(self) -> int:
@@ -118,12 +127,13 @@ class TrackingPairs(Dataset):
         def centre(box: Tensor) -> list[float]:
             return ((box[:2] + box[2:]) / 2).tolist()
 
+        exemplar, search = self.crop_sizes
         exemplar_side = _context_side(*(boxes[0, 2:] - boxes[0, :2]).tolist())
-        search_side = _context_side(*(boxes[1, 2:] - boxes[1, :2]).tolist()) * 255 / 127
+        search_side = _context_side(*(boxes[1, 2:] - boxes[1, :2]).tolist()) * search / exemplar
         # centred on the target, as the paper trains: its positives are the centre cells
         return {
-            "exemplar": crop_square(frames[0], centre(boxes[0]), exemplar_side, 127),
-            "search": crop_square(frames[1], centre(boxes[1]), search_side, 255),
+            "exemplar": crop_square(frames[0], centre(boxes[0]), exemplar_side, exemplar),
+            "search": crop_square(frames[1], centre(boxes[1]), search_side, search),
         }, {}
 
 
@@ -180,7 +190,7 @@ def draw_track(
     return tile_images(pictures, columns=3)
 
 
-def _tracking_data(data: str, val_data: str | None, recipe: str, kind: str):
+def _tracking_data(data: str, val_data: str | None, recipe: str, kwargs: dict):
     try:
         train_sequences = build_dataset(data, split="train")
         val = build_dataset(
@@ -188,7 +198,8 @@ def _tracking_data(data: str, val_data: str | None, recipe: str, kind: str):
         )
     except ValueError as error:
         raise RecipeError(f"{recipe}: {error}") from None
-    return TrackingPairs(train_sequences, kind=kind), val
+    sizes = (kwargs.get("exemplar_size", 127), kwargs.get("search_size", 255))
+    return TrackingPairs(train_sequences, kind=recipe, crop_sizes=sizes), val
 
 
 SINT_TRAINING = TrainConfig(
@@ -210,8 +221,8 @@ SIAMFC_TRAINING = SINT_TRAINING.replace(lr=1e-3)
 
 def _setup(recipe: str, build, defaults: dict, training: TrainConfig):
     def setup(*, data: str, val_data: str | None, model_overrides: dict) -> Task:
-        pairs, val = _tracking_data(data, val_data, recipe, recipe)
         kwargs = {**defaults, **model_overrides}
+        pairs, val = _tracking_data(data, val_data, recipe, kwargs)
         return Task(
             model=build(**kwargs),
             model_config={"recipe": recipe, "kwargs": kwargs, "class_names": []},
