@@ -96,3 +96,29 @@ def test_intrinsic_eval_on_a_mit_folder(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
     assert {"mse", "lmse", "whdr"} <= set(metrics)
+
+
+def test_dense_and_tracking_recipes_start_from_the_pretrained_trunk():
+    import torch
+
+    from structvision.models.pretrained import DEFAULT_TRUNK, read_trunk_state_dict
+    from structvision.tasks import get_recipe
+
+    trunk = read_trunk_state_dict(DEFAULT_TRUNK)
+    cases = {
+        "normals": (DATA, VAL),
+        "intrinsic": (DATA, VAL),
+        "sint": (
+            "world-track:height=64,width=96,num_frames=4,num_images=2",
+            "world-track:height=64,width=96,num_frames=4,num_images=1",
+        ),
+    }
+    for recipe, (data, val) in cases.items():
+        task = get_recipe(recipe).setup(data=data, val_data=val, model_overrides={})
+        assert task.model_config["kwargs"]["pretrained"] == DEFAULT_TRUNK
+        own = dict(task.model.trunk.named_parameters())
+        assert all(torch.equal(own[name], trunk[name].to(own[name].dtype)) for name in own), recipe
+        scratch = get_recipe(recipe).setup(
+            data=data, val_data=val, model_overrides={"pretrained": "none"}
+        )
+        assert not torch.equal(scratch.model.trunk.stem[0].weight, task.model.trunk.stem[0].weight)

@@ -1,7 +1,8 @@
 """Recipes ``normals`` and ``intrinsic``: surface normals (optionally with depth) and the
 decomposition of an image into albedo and shading, trained on ``world``'s exact layers.
 
-``normals`` is scored with Fouhey's protocol (mean, median, rmse, a11/a22/a30, every pixel
+Both start their small trunk from ``zoo:classifier_shapes`` (``--set model.pretrained=none``
+trains from scratch). ``normals`` is scored with Fouhey's protocol (mean, median, rmse, a11/a22/a30, every pixel
 pooled); ``intrinsic`` with the scale-invariant MSE, Grosse's LMSE and Bell's WHDR (on pairs
 drawn from the true albedo, or an IIW folder's judgements). Folders on disk: MIT intrinsic
 images and IIW for ``intrinsic`` (``--data PATH``).
@@ -23,20 +24,39 @@ from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
 
 __all__ = ["build_intrinsic", "build_normals", "draw_intrinsic", "draw_normals"]
 
-NORMALS_OPTIONS = ("width", "with_depth", "depth_weight")
-INTRINSIC_OPTIONS = ("width", "shading_channels", "reconstruction_weight", "ordinal_weight")
+NORMALS_OPTIONS = ("width", "with_depth", "depth_weight", "pretrained")
+INTRINSIC_OPTIONS = (
+    "width",
+    "shading_channels",
+    "reconstruction_weight",
+    "ordinal_weight",
+    "pretrained",
+)
 
 
-def build_normals(**options: Any) -> nn.Module:
+def _with_trunk(model: nn.Module, pretrained: str | None) -> nn.Module:
+    from structvision.models.pretrained import NO_PRETRAINING, init_small_backbone
+
+    if pretrained not in (None, *NO_PRETRAINING):
+        try:
+            init_small_backbone(model, pretrained)
+        except (ValueError, FileNotFoundError) as error:
+            raise RecipeError(str(error)) from None
+    return model
+
+
+def build_normals(*, pretrained: str | None = None, **options: Any) -> nn.Module:
+    """:class:`NormalsNet`; ``pretrained``: the classifier whose trunk starts it."""
     from structvision.models.intrinsic import NormalsNet
 
-    return NormalsNet(**options)
+    return _with_trunk(NormalsNet(**options), pretrained)
 
 
-def build_intrinsic(**options: Any) -> nn.Module:
+def build_intrinsic(*, pretrained: str | None = None, **options: Any) -> nn.Module:
+    """:class:`IntrinsicNet`; ``pretrained``: the classifier whose trunk starts it."""
     from structvision.models.intrinsic import IntrinsicNet
 
-    return IntrinsicNet(**options)
+    return _with_trunk(IntrinsicNet(**options), pretrained)
 
 
 def normals_picture(normals: Tensor) -> Tensor:
@@ -125,7 +145,9 @@ def _setup(recipe: str, build, needs: tuple[str, ...], evaluator):
             raise RecipeError(
                 f"{recipe} trains on {', '.join(needs)}: the samples of {data} lack {missing} (use 'world')"
             )
-        kwargs = dict(model_overrides)
+        from structvision.models.pretrained import with_default_trunk
+
+        kwargs = with_default_trunk(dict(model_overrides))
         return Task(
             model=build(**kwargs),
             model_config={"recipe": recipe, "kwargs": kwargs, "class_names": []},

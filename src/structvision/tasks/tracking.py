@@ -40,19 +40,17 @@ SIAMFC_OPTIONS = ("width", "exemplar_size", "search_size")
 
 
 def build_sint(*, pretrained: str | None = None, **options: Any) -> nn.Module:
-    """SINT on the small trunk; ``pretrained``: a classifier whose trunk starts it."""
+    """SINT on the small trunk; ``pretrained``: a classifier whose trunk starts it (the paper
+    starts from an ImageNet network; the recipe from ``zoo:classifier_shapes``)."""
+    from structvision.models.pretrained import NO_PRETRAINING, init_small_backbone
     from structvision.models.tracking import sint_small
 
     model = sint_small(**options)
-    if pretrained not in (None, "none", "scratch", ""):
-        from structvision.models.pretrained import read_trunk_state_dict
-
-        state = read_trunk_state_dict(pretrained, what="model.pretrained")
-        own = model.trunk.state_dict()
-        taken = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not taken:
-            raise RecipeError(f"model.pretrained {pretrained}: no weight fits SINT's trunk")
-        model.trunk.load_state_dict(taken, strict=False)
+    if pretrained not in (None, *NO_PRETRAINING):
+        try:
+            init_small_backbone(model, pretrained)
+        except (ValueError, FileNotFoundError) as error:
+            raise RecipeError(str(error)) from None
     return model
 
 
@@ -222,6 +220,10 @@ SIAMFC_TRAINING = SINT_TRAINING.replace(lr=1e-3)
 def _setup(recipe: str, build, defaults: dict, training: TrainConfig):
     def setup(*, data: str, val_data: str | None, model_overrides: dict) -> Task:
         kwargs = {**defaults, **model_overrides}
+        if recipe == "sint":
+            from structvision.models.pretrained import with_default_trunk
+
+            kwargs = with_default_trunk(kwargs)
         pairs, val = _tracking_data(data, val_data, recipe, kwargs)
         return Task(
             model=build(**kwargs),
@@ -243,7 +245,7 @@ def _sequence_input(frames: Any, target: dict) -> dict:
 RECIPES["sint"] = Recipe(
     name="sint",
     summary="SINT: Siamese instance search tracker (no model update), trained on world-track",
-    setup=_setup("sint", build_sint, {"pretrained": "none"}, SINT_TRAINING),
+    setup=_setup("sint", build_sint, {}, SINT_TRAINING),
     build_model=build_sint,
     build_evaluator=tracking_evaluator,
     collate_fn=collate_tracking,
