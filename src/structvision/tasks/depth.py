@@ -18,9 +18,8 @@ from torch.utils.data import Dataset
 
 from structvision.data.collate import collate_detection
 from structvision.data.spec import build_dataset
-from structvision.engine import TrainConfig
 from structvision.evaluation import DepthEvaluator
-from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
+from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task, from_scratch_training
 
 __all__ = ["build_monodepth", "depth_evaluator", "draw_depth"]
 
@@ -89,19 +88,7 @@ def draw_depth(
 
 #: Adam at 1e-4 is the paper's setting for its ResNet; the small trunk trains from scratch
 #: faster with AdamW at 1e-3 and a cosine decay.
-MONODEPTH_TRAINING = TrainConfig(
-    max_steps=3000,
-    batch_size=8,
-    optimizer="adamw",
-    lr=1e-3,
-    weight_decay=1e-4,
-    schedule="cosine",
-    warmup_steps=100,
-    clip_grad_norm=10.0,
-    eval_every=1000,
-    checkpoint_every=500,
-    log_every=20,
-)
+MONODEPTH_TRAINING = from_scratch_training()
 
 
 def setup_monodepth(*, data: str, val_data: str | None, model_overrides: dict) -> Task:

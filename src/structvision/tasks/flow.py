@@ -23,9 +23,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from structvision.data.spec import build_dataset
-from structvision.engine import TrainConfig
 from structvision.evaluation.flow import FlowEvaluator
-from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
+from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task, from_scratch_training
 
 __all__ = ["build_flownet_s", "build_raft", "collate_flow", "draw_flow", "flow_evaluator"]
 
@@ -116,34 +115,10 @@ def draw_flow(
 
 #: RAFT's own schedule (AdamW, one-cycle at 4e-4 for FlyingChairs) shortened for a CPU: AdamW at
 #: 4e-4 with a cosine decay, batches of 4 frame pairs at 128 x 256.
-RAFT_TRAINING = TrainConfig(
-    max_steps=3000,
-    batch_size=4,
-    optimizer="adamw",
-    lr=4e-4,
-    weight_decay=1e-5,
-    schedule="cosine",
-    warmup_steps=100,
-    clip_grad_norm=1.0,
-    eval_every=1000,
-    checkpoint_every=500,
-    log_every=20,
-)
+RAFT_TRAINING = from_scratch_training(batch_size=4, lr=4e-4, weight_decay=1e-5, clip_grad_norm=1.0)
 
 #: FlowNetS: AdamW at 4e-4 (the paper used Adam at 1e-4 for 500k+ iterations), cosine decay.
-FLOWNET_TRAINING = TrainConfig(
-    max_steps=3000,
-    batch_size=8,
-    optimizer="adamw",
-    lr=4e-4,
-    weight_decay=4e-4,
-    schedule="cosine",
-    warmup_steps=100,
-    clip_grad_norm=10.0,
-    eval_every=1000,
-    checkpoint_every=500,
-    log_every=20,
-)
+FLOWNET_TRAINING = from_scratch_training(lr=4e-4, weight_decay=4e-4)
 
 
 def _flow_data(data: str, val_data: str | None, recipe: str) -> tuple[Dataset, Dataset]:
@@ -164,7 +139,7 @@ def _flow_data(data: str, val_data: str | None, recipe: str) -> tuple[Dataset, D
     return train, val
 
 
-def _setup(recipe: str, build, defaults: dict, training: TrainConfig):
+def _setup(recipe: str, build, defaults: dict, training: Any):
     def setup(*, data: str, val_data: str | None, model_overrides: dict) -> Task:
         train, val = _flow_data(data, val_data, recipe)
         kwargs = {**defaults, **model_overrides}

@@ -18,9 +18,8 @@ from torch import Tensor, nn
 
 from structvision.data.collate import collate_detection
 from structvision.data.spec import build_dataset
-from structvision.engine import TrainConfig
 from structvision.evaluation.intrinsic import IntrinsicEvaluator, NormalEvaluator
-from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
+from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task, from_scratch_training
 
 __all__ = ["build_intrinsic", "build_normals", "draw_intrinsic", "draw_normals"]
 
@@ -117,19 +116,7 @@ def intrinsic_evaluator(dataset: Any = None) -> IntrinsicEvaluator:
     return IntrinsicEvaluator()
 
 
-DENSE_TRAINING = TrainConfig(
-    max_steps=3000,
-    batch_size=8,
-    optimizer="adamw",
-    lr=1e-3,
-    weight_decay=1e-4,
-    schedule="cosine",
-    warmup_steps=100,
-    clip_grad_norm=10.0,
-    eval_every=1000,
-    checkpoint_every=500,
-    log_every=20,
-)
+DENSE_TRAINING = from_scratch_training()
 
 
 def _setup(recipe: str, build, needs: tuple[str, ...], evaluator):

@@ -81,6 +81,29 @@ class Recipe:
         return self.build_evaluator(dataset)
 
 
+def from_scratch_training(**changes: Any) -> Any:
+    """The training settings the newer single-network recipes start from (flow, tracking,
+    normals and intrinsics): 3000 AdamW steps of 8 samples at lr 1e-3 with a cosine decay,
+    100 warm-up steps, gradients clipped at norm 10, evaluation every 1000 steps and a
+    checkpoint every 500; ``changes`` replace any of them."""
+    from structvision.engine import TrainConfig
+
+    base = TrainConfig(
+        max_steps=3000,
+        batch_size=8,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=1e-4,
+        schedule="cosine",
+        warmup_steps=100,
+        clip_grad_norm=10.0,
+        eval_every=1000,
+        checkpoint_every=500,
+        log_every=20,
+    )
+    return base.replace(**changes)
+
+
 #: Model options that only choose a model's initial weights (e.g. a local ImageNet or COCO state
 #: dict). A trained model is rebuilt without them: its checkpoint holds every weight, so
 #: evaluation, prediction and resumption never read those files again.

@@ -20,9 +20,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from structvision.data.spec import build_dataset
-from structvision.engine import TrainConfig
 from structvision.evaluation.tracking import TrackingEvaluator
-from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task
+from structvision.tasks.registry import RECIPES, Recipe, RecipeError, Task, from_scratch_training
 
 __all__ = ["TrackingPairs", "build_siamfc", "build_sint", "collate_tracking", "draw_track"]
 
@@ -200,24 +199,12 @@ def _tracking_data(data: str, val_data: str | None, recipe: str, kwargs: dict):
     return TrackingPairs(train_sequences, kind=recipe, crop_sizes=sizes), val
 
 
-SINT_TRAINING = TrainConfig(
-    max_steps=3000,
-    batch_size=8,
-    optimizer="adamw",
-    lr=5e-4,
-    weight_decay=1e-4,
-    schedule="cosine",
-    warmup_steps=100,
-    clip_grad_norm=10.0,
-    eval_every=1000,
-    checkpoint_every=500,
-    log_every=20,
-)
+SINT_TRAINING = from_scratch_training(lr=5e-4)
 
-SIAMFC_TRAINING = SINT_TRAINING.replace(lr=1e-3)
+SIAMFC_TRAINING = from_scratch_training()
 
 
-def _setup(recipe: str, build, defaults: dict, training: TrainConfig):
+def _setup(recipe: str, build, defaults: dict, training: Any):
     def setup(*, data: str, val_data: str | None, model_overrides: dict) -> Task:
         kwargs = {**defaults, **model_overrides}
         if recipe == "sint":
