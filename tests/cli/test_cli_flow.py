@@ -139,3 +139,26 @@ def test_flownet_s_trains_and_one_frame_is_refused(tmp_path):
         app, ["train", "flownet_s", "--data", "shapes:num_images=4", "--out", str(tmp_path / "w")]
     )
     assert wrong.exit_code == 2 and "frame pairs with true flow" in " ".join(wrong.output.split())
+
+
+def test_bf16_training_evaluates_on_data_rendered_in_full_precision(tmp_path):
+    # the evaluation used to render world-flow pairs inside the model's autocast and crash
+    settings = ["--set", "model.train_updates=2", "--set", "model.num_updates=2"]
+    trained = runner.invoke(
+        app,
+        [
+            "train",
+            "raft_small",
+            "--data",
+            DATA,
+            "--val-data",
+            VAL,
+            "--out",
+            str(tmp_path / "r"),
+            *QUICK,
+            *settings,
+            "--set",
+            "precision=bf16-mixed",
+        ],
+    )
+    assert trained.exit_code == 0, trained.output

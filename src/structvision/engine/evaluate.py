@@ -86,7 +86,7 @@ def evaluate(
         num_workers=num_workers,
         generator=torch.Generator(),
     )
-    autocast = fabric.autocast() if fabric is not None else nullcontext()
+    autocast = fabric.autocast if fabric is not None else nullcontext
     was_training = model.training
     model.eval()
     try:
@@ -115,18 +115,20 @@ def _predict_into(
     loader: DataLoader,
     evaluator: Evaluator,
     device: torch.device,
-    autocast: AbstractContextManager,
+    autocast: Callable[[], AbstractContextManager],
     show_progress: bool,
 ) -> None:
-    """Feed every batch's targets and predictions to ``evaluator.update``."""
+    """Feed every batch's targets and predictions to ``evaluator.update``. Mixed precision
+    (``autocast``, a fresh context per batch) covers the model only: the data, which a
+    generator may be rendering right now, is made in full precision."""
     cpu = torch.device("cpu")
     with (
         ProgressBar(description="eval", total=len(loader), enabled=show_progress) as bar,
         torch.no_grad(),
-        autocast,
     ):
         for batch_index, (images, targets) in enumerate(loader):
-            predictions = model(move_to_device(list(images), device))
+            with autocast():
+                predictions = model(move_to_device(list(images), device))
             if len(predictions) != len(targets):
                 raise ValueError(
                     f"evaluate: the model returned {len(predictions)} predictions for a batch of "
