@@ -60,12 +60,15 @@ ROADMAP = (
         "FCN-32s/16s/8s, DeepLabV3/FCN-ResNet conversion, dense CRF (inference, layer, loss)",
         "ready",
     ),
-    ("3D world renderer (stereo, depth, flow, normals); Monodepth from stereo", "in progress"),
+    ("3D world renderer (stereo, depth, flow, normals); Monodepth from stereo", "ready"),
     (
         "classifier pretraining on built-in data, recipes from the pretrained trunk, model zoo",
         "in progress",
     ),
-    ("SINT tracking, optical flow, normals and reflectance", "planned"),
+    ("optical flow: RAFT, FlowNetS, OpenCV baselines, flow files and benchmarks", "in progress"),
+    ("tracking: SINT, SiamFC, OpenCV trackers, OTB / GOT-10k / LaSOT", "in progress"),
+    ("surface normals and intrinsic images (albedo, shading)", "in progress"),
+    ("export to ONNX / OpenVINO, fast CPU inference", "planned"),
 )
 
 
