@@ -219,9 +219,12 @@ def build_dataset(
     folder that holds more (a KITTI 2015 folder with stereo and flow ground truth); FlyingChairs
     takes the split from its ``FlyingChairs_train_val.txt``, other flow folders are the split.
     """
-    if modality == "tracking" and not (
-        isinstance(spec, str) and spec.partition(":")[0] in _generators()
-    ):
+    is_generator = (
+        spec.kind == "generator"
+        if isinstance(spec, DataSpec)
+        else spec.partition(":")[0] in _generators()
+    )
+    if modality == "tracking" and not is_generator:
         return _tracking_dataset(str(spec.path) if isinstance(spec, DataSpec) else spec)
     if isinstance(spec, str):
         spec = _flow_spec(spec) if modality == "flow" else parse_spec(spec)
