@@ -18,8 +18,8 @@ or a path to data on disk in a standard format:
                               or a VOCdevkit folder holding one; the split picks the image set
     path/to/kitti/training    a KITTI stereo 2015 folder (image_2/, image_3/, disp_occ_0/, ...)
     path/to/middlebury        Middlebury 2014 scenes (folders with im0.png, im1.png, disp0.pfm)
-    path/to/Sintel            optical flow: MPI-Sintel (training/clean, flow/, occlusions/),
-    path/to/kitti/training    KITTI flow 2015 (image_2/ *_10.png, *_11.png, flow_occ/, flow_noc/),
+    path/to/Sintel            optical flow: MPI-Sintel (training/clean, flow/, occlusions/)
+    path/to/kitti/training    KITTI flow 2015 (image_2/ *_10.png, *_11.png, flow_occ/, flow_noc/)
     path/to/FlyingChairs      FlyingChairs (data/*_img1.ppm, *_flow.flo) or Middlebury flow
                               (other-data/, other-gt-flow/); settings: Sintel pass_name=final
     path/to/MIT               MIT intrinsic images (folders with original.png, reflectance.png,
@@ -44,8 +44,9 @@ DEFAULT_NUM_IMAGES = {"train": 100_000, "val": 500}
 @dataclass(frozen=True)
 class DataSpec:
     """A parsed SPEC: ``kind`` is ``"generator"``, ``"coco"``, ``"voc"``, ``"kitti_stereo"``,
-    ``"middlebury"`` or a flow data set (``"sintel"``, ``"kitti_flow"``, ``"flying_chairs"``,
-    ``"middlebury_flow"``). A KITTI 2015 folder with both stereo and flow ground truth is
+    ``"middlebury"``, a flow data set (``"sintel"``, ``"kitti_flow"``, ``"flying_chairs"``,
+    ``"middlebury_flow"``) or an intrinsic-image one (``"mit_intrinsic"``, ``"iiw"``); tracking
+    folders are read with ``modality="tracking"``. A KITTI 2015 folder with both stereo and flow ground truth is
     ``"kitti_stereo"``; ``build_dataset(..., modality="flow")`` reads its flow instead."""
 
     kind: str
