@@ -74,5 +74,12 @@ def test_losses_by_hand():
     agree = [[{"x1": 0, "y1": 0, "x2": 1, "y2": 0, "darker": "1", "weight": 1.0}]]
     disagree = [[{"x1": 0, "y1": 0, "x2": 1, "y2": 0, "darker": "E", "weight": 1.0}]]
     assert ordinal_reflectance_loss(albedo, agree).item() == 0.0
+    second_darker = [[{"x1": 1, "y1": 0, "x2": 0, "y2": 0, "darker": "2", "weight": 1.0}]]
+    assert ordinal_reflectance_loss(albedo, second_darker).item() == 0.0
+    wrong_way = [[{"x1": 0, "y1": 0, "x2": 1, "y2": 0, "darker": "2", "weight": 3.0}]]
+    expected_wrong = (math.log(1.1) + math.log(2.5)) ** 2  # wants r1 - r2 >= log 1.1, has -log 2.5
+    assert ordinal_reflectance_loss(albedo, wrong_way).item() == pytest.approx(
+        expected_wrong, rel=1e-4
+    )
     expected = (math.log(2.5) - math.log(1.1)) ** 2
     assert ordinal_reflectance_loss(albedo, disagree).item() == pytest.approx(expected, rel=1e-4)

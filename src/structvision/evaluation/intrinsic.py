@@ -97,13 +97,12 @@ class NormalEvaluator:
             angles = _angles(
                 prediction[self.pred_key], target[self.gt_key], target.get(self.valid_key)
             )
-            self.records.append({"angles": angles.float().tolist()})
+            self.records.append({"angles": angles.float()})
 
     def compute(self) -> dict[str, float]:
         if not self.records:
             raise ValueError("NormalEvaluator.compute: no images were added")
-        angles = torch.tensor([a for r in self.records for a in r["angles"]], dtype=torch.float64)
-        return _summary(angles)
+        return _summary(torch.cat([r["angles"] for r in self.records]).double())
 
 
 def scale_invariant_mse(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> float:

@@ -34,14 +34,12 @@ INTRINSIC_OPTIONS = (
 
 
 def _with_trunk(model: nn.Module, pretrained: str | None) -> nn.Module:
-    from structvision.models.pretrained import NO_PRETRAINING, init_small_backbone
+    from structvision.models.pretrained import start_from_classifier
 
-    if pretrained not in (None, *NO_PRETRAINING):
-        try:
-            init_small_backbone(model, pretrained)
-        except (ValueError, FileNotFoundError) as error:
-            raise RecipeError(str(error)) from None
-    return model
+    try:
+        return start_from_classifier(model, pretrained, arch="small", small_archs=("small",))
+    except (ValueError, FileNotFoundError) as error:
+        raise RecipeError(str(error)) from None
 
 
 def build_normals(*, pretrained: str | None = None, **options: Any) -> nn.Module:

@@ -41,16 +41,10 @@ SIAMFC_OPTIONS = ("width", "exemplar_size", "search_size")
 def build_sint(*, pretrained: str | None = None, **options: Any) -> nn.Module:
     """SINT on the small trunk; ``pretrained``: a classifier whose trunk starts it (the paper
     starts from an ImageNet network; the recipe from ``zoo:classifier_shapes``)."""
-    from structvision.models.pretrained import NO_PRETRAINING, init_small_backbone
     from structvision.models.tracking import sint_small
+    from structvision.tasks.intrinsic import _with_trunk
 
-    model = sint_small(**options)
-    if pretrained not in (None, *NO_PRETRAINING):
-        try:
-            init_small_backbone(model, pretrained)
-        except (ValueError, FileNotFoundError) as error:
-            raise RecipeError(str(error)) from None
-    return model
+    return _with_trunk(sint_small(**options), pretrained)
 
 
 def build_siamfc(**options: Any) -> nn.Module:

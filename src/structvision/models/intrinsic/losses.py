@@ -78,21 +78,21 @@ def ordinal_reflectance_loss(
     """The pairwise hinge loss of ``albedo (B, C, H, W)`` on ``judgements[b]`` (dicts with
     ``x1, y1, x2, y2, darker, weight``), weighted mean over all judgements."""
     log_albedo = torch.log(albedo.clamp(min=_EPS).mean(dim=1))  # (B, H, W) log intensity
+    rows = [(b, j) for b, items in enumerate(judgements) for j in items]
+    if not rows:
+        return albedo.sum() * 0
+    index = torch.tensor(
+        [[b, int(j["y1"]), int(j["x1"]), int(j["y2"]), int(j["x2"])] for b, j in rows],
+        device=albedo.device,
+    )
+    weight = torch.tensor([float(j.get("weight", 1.0)) for _, j in rows], device=albedo.device)
+    answer = [str(j["darker"]) for _, j in rows]
+    equal = torch.tensor([a == "E" for a in answer], device=albedo.device)
+    first_darker = torch.tensor([a == "1" for a in answer], device=albedo.device)
+    first = log_albedo[index[:, 0], index[:, 1], index[:, 2]]
+    second = log_albedo[index[:, 0], index[:, 3], index[:, 4]]
     threshold = math.log(1 + delta)
-    total = albedo.new_zeros(())
-    weights = 0.0
-    for image, items in enumerate(judgements):
-        for j in items:
-            first = log_albedo[image, int(j["y1"]), int(j["x1"])]
-            second = log_albedo[image, int(j["y2"]), int(j["x2"])]
-            darker = str(j["darker"])
-            if darker == "E":
-                penalty = ((first - second).abs() - threshold).clamp(min=0)
-            elif darker == "1":
-                penalty = (threshold - (second - first)).clamp(min=0)
-            else:
-                penalty = (threshold - (first - second)).clamp(min=0)
-            weight = float(j.get("weight", 1.0))
-            total = total + weight * penalty.pow(2)
-            weights += weight
-    return total / weights if weights > 0 else total
+    # "E": |r1 - r2| within the threshold; "1": r2 - r1 above it; "2": r1 - r2 above it
+    margin = torch.where(first_darker, second - first, first - second)
+    penalty = torch.where(equal, (first - second).abs() - threshold, threshold - margin)
+    return (weight * penalty.clamp(min=0).pow(2)).sum() / weight.sum()
