@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from typer.testing import CliRunner
 
 from structvision.cli import app
 from structvision.data.spec import build_dataset
-from structvision.data.synthetic.world.tracking import OTB_ATTRIBUTES, attribute_names
+from structvision.data.synthetic.world.raycast import project
+from structvision.data.synthetic.world.scene import camera_at
+from structvision.data.synthetic.world.tracking import (
+    OTB_ATTRIBUTES,
+    _look_alike_near,
+    attribute_names,
+)
 from structvision.data.tracking import OTBDataset
 from structvision.evaluation import tracking as tracking_metrics
 
@@ -25,17 +33,88 @@ def test_sequences_have_a_target_with_look_alikes_and_attributes():
     assert not target["attributes"][OTB_ATTRIBUTES.index("DEF")]  # rigid objects
     again = build_dataset(SPEC, split="val")[0]
     assert torch.equal(again[0], frames) and torch.equal(again[1]["boxes"], target["boxes"])
-    scene, _, chosen = dataset._pick_scene(0)
-    same = [
-        k for k in range(scene.num_objects) if k != chosen and scene.kinds[k] == scene.kinds[chosen]
-    ]
-    assert same, "the target has look-alikes"
+    counts = [len(dataset._pick_scene(i).look_alikes) for i in range(len(dataset))]
+    assert all(0 <= c <= 2 for c in counts)
+
+
+def test_look_alikes_copy_the_target_and_leave_its_choice_alone():
+    dataset = build_dataset("world-track:num_images=8,height=48,width=96,num_frames=6", split="val")
+    sequences = [dataset._pick_scene(i) for i in range(len(dataset))]
+    assert len({len(s.look_alikes) for s in sequences}) > 1, "the number of look-alikes varies"
+    index = next(i for i, s in enumerate(sequences) if s.look_alikes)
+    sequence = sequences[index]
+    scene, chosen = sequence.scene, sequence.target
     surface = 5 + chosen
-    assert all(torch.equal(scene.colors_a[5 + k], scene.colors_a[surface]) for k in same)
-    plain = build_dataset(SPEC + ",distractors=0", split="val")
-    plain_scene, _, plain_target = plain._pick_scene(0)
-    assert plain_target == chosen  # the choice does not depend on the look-alikes
-    assert not torch.equal(plain_scene.colors_a, scene.colors_a)
+    for k in sequence.look_alikes:
+        assert k != chosen and scene.kinds[k] == scene.kinds[chosen]
+        assert torch.equal(scene.colors_a[5 + k], scene.colors_a[surface])
+    plain = build_dataset(
+        "world-track:num_images=8,height=48,width=96,num_frames=6,distractors=0", split="val"
+    )
+    plain_sequence = plain._pick_scene(index)
+    assert plain_sequence.target == chosen  # the choice does not depend on the look-alikes
+    assert plain_sequence.look_alikes == ()
+    assert not torch.equal(plain_sequence.scene.colors_a, scene.colors_a)
+
+
+def test_the_camera_rolls_about_its_optical_axis_and_shakes_per_frame():
+    spec = "world-track:num_images=6,height=48,width=96,num_frames=6,roll=5,shake=3"
+    dataset = build_dataset(spec, split="val")
+    sequence = next(s for s in map(dataset._pick_scene, range(6)) if s.shake is None)
+    smooth = camera_at(dataset.camera, sequence.motion, 3.0)
+    rolled = dataset._camera(sequence, 3.0, 3)
+    assert abs(sequence.roll_rate) <= math.radians(5)
+    point = smooth.center + smooth.rotation @ torch.tensor([0.4, -0.3, 3.0])
+    (u, v), _ = project(smooth, point)
+    (u_r, v_r), _ = project(rolled, point)
+    angle = sequence.roll_rate * 3
+    du, dv = float(u - smooth.cx), float(v - smooth.cy)
+    # the image turns about the principal point by the roll (in the opposite sense)
+    expected = (
+        math.cos(angle) * du + math.sin(angle) * dv,
+        -math.sin(angle) * du + math.cos(angle) * dv,
+    )
+    assert math.isclose(float(u_r - smooth.cx), expected[0], abs_tol=1e-3)
+    assert math.isclose(float(v_r - smooth.cy), expected[1], abs_tol=1e-3)
+    shaky = build_dataset(spec.replace("roll=5", "roll=0"), split="val")
+    offsets = [s.shake for s in map(shaky._pick_scene, range(6)) if s.shake is not None]
+    assert offsets, "some sequences shake"
+    assert offsets[0].shape == (6, 2) and offsets[0].abs().max() <= math.radians(3)
+    steady = build_dataset(
+        spec.replace("roll=5", "roll=0").replace("shake=3", "shake=0"), split="val"
+    )
+    still = steady._pick_scene(0)
+    assert still.shake is None and still.roll_rate == 0.0
+    assert torch.equal(
+        steady._camera(still, 2.0, 2).rotation, camera_at(steady.camera, still.motion, 2.0).rotation
+    )
+
+
+def test_attributes_follow_the_sequence():
+    dataset = build_dataset(
+        "world-track:num_images=6,height=48,width=96,num_frames=4,roll=20", split="val"
+    )
+    ipr = OTB_ATTRIBUTES.index("IPR")
+    seen = set()
+    for index in range(len(dataset)):
+        _, target = dataset[index]
+        sequence = dataset._pick_scene(index)
+        expected = abs(sequence.roll_rate) * 3 > math.radians(30)
+        assert bool(target["attributes"][ipr]) == expected
+        seen.add(expected)
+        if not sequence.look_alikes:
+            assert not target["attributes"][OTB_ATTRIBUTES.index("BC")]
+    assert seen == {True, False}
+
+
+def test_background_clutter_means_a_look_alike_near_the_target():
+    surface = torch.zeros(20, 30, dtype=torch.int64)
+    box = torch.tensor([10.0, 8.0, 14.0, 12.0])  # 4x4, grown: x 8..16, y 6..14
+    surface[6, 15] = 5 + 3
+    assert _look_alike_near(surface, box, (3,))
+    assert not _look_alike_near(surface, box, (2,))
+    surface[6, 15], surface[15, 20] = 0, 5 + 3
+    assert not _look_alike_near(surface, box, (3,))
 
 
 def test_world_track_written_in_the_otb_layout_and_evaluated(tmp_path):

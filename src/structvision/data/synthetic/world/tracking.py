@@ -3,26 +3,39 @@ visibility and OTB attributes derived from the scene's parameters.
 
 A sequence is ``world-video``'s smooth camera and object motion over ``num_frames`` frames
 (100 by default) with one *target*: the object whose centre stays in view longest (its
-projection along the motion), among those showing at least 64 pixels in the first frame. ``distractors`` other objects are made to look like it: the same primitive,
-size, colours and texture kind (their texture patterns differ, as any two surfaces' do). The
-target's box in every frame is the box of its whole silhouette (what it covers with nothing in
-front), clipped to the image: trackers are asked for the object's extent, also while part of it
-is hidden, as OTB's annotators drew it. ``visible`` is false where no pixel of the target shows
-(full occlusion, or out of view).
+projection along the motion), among those showing at least 64 pixels in the first frame.
+Each sequence then draws, from its own random stream (so the scene, the motion and the target
+stay what they are without them):
 
-OTB attributes, from the sequence itself (thresholds of the OTB-2015 paper where it has them):
+* how many of the other objects look like the target, from 0 to ``distractors``: the same
+  primitive, size, colours and texture kind (their texture patterns differ, as any two
+  surfaces' do);
+* a camera roll about the optical axis, a constant rate of up to ``roll`` degrees per frame;
+* for one sequence in three, a shaking camera: every frame turned by its own random yaw and
+  pitch of up to ``shake`` degrees around the smooth path (abrupt image motion).
+
+The target's box in every frame is the box of its whole silhouette (what it covers with nothing
+in front), clipped to the image: trackers are asked for the object's extent, also while part of
+it is hidden, as OTB's annotators drew it. ``visible`` is false where no pixel of the target
+shows (full occlusion, or out of view).
+
+OTB attributes, from the sequence itself (thresholds of the OTB-2015 paper where it has them;
+its pixel thresholds scaled from OTB's 640-pixel-wide frames to the image width):
 
 * ``IV`` the direct light dims by more than 15% over the sequence;
 * ``SV`` the box area leaves ``[1/2, 2]`` times its first-frame area;
 * ``OCC`` less than half the target shows in some visible frame, or it is fully hidden;
 * ``MB`` motion blur is on (``motion_blur`` sub-frames averaged) and the target moves more
-  than 2 pixels per frame;
-* ``FM`` its centre moves more than 20 pixels between two frames;
+  than 2 pixels per frame on average;
+* ``FM`` its centre moves more than 20 pixels (at 640 wide; 8 at the default 256) between two
+  frames;
+* ``IPR`` the camera rolls by more than 30 degrees over the sequence;
 * ``OPR`` it turns by more than 45 degrees about its vertical axis over the sequence;
 * ``OV`` part of it leaves the image (its box is clipped by the border) in some frame;
-* ``BC`` it has look-alike distractors in view;
+* ``BC`` a look-alike shows near it (inside its box grown to twice its width and height) in
+  some frame;
 * ``LR`` its first box covers fewer than 400 pixels;
-* ``DEF`` and ``IPR`` never hold: the objects are rigid and the camera does not roll.
+* ``DEF`` never holds: the objects are rigid.
 
 ``dataset[i]`` is ``(frames (T, 3, H, W), target)`` with ``boxes (T, 4)`` xyxy float (NaN where
 the target is out of view), ``visible (T,)``, ``visible_fraction (T,)``, ``attributes (11,)``
@@ -33,9 +46,10 @@ camera values.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -48,6 +62,7 @@ from structvision.data.synthetic.world.raycast import (
 )
 from structvision.data.synthetic.world.scene import (
     NUM_ENCLOSURE_SURFACES,
+    Camera,
     camera_at,
     sample_motion,
     sample_world_scene,
@@ -64,6 +79,30 @@ OTB_ATTRIBUTES = ("IV", "SV", "OCC", "DEF", "MB", "FM", "IPR", "OPR", "OV", "BC"
 #: a 100-frame sequence moves a fifth as much per frame (the camera up to 16 m in all, each
 #: object up to 10 m and 200 degrees).
 TRACK_MOTION_SCALE = 0.2
+
+#: The share of sequences filmed with a shaking camera.
+SHAKY_SHARE = 1 / 3
+
+
+@dataclass(frozen=True)
+class _Sequence:
+    """One sequence's scene, motion and target, with its look-alikes and camera variation."""
+
+    scene: Any
+    motion: Any
+    target: int
+    look_alikes: tuple[int, ...]
+    roll_rate: float  # radians per frame
+    shake: Tensor | None  # (T, 2) yaw and pitch offsets, radians
+
+
+def _rotation(axis: int, angle: float) -> Tensor:
+    """``(3, 3)`` rotation by ``angle`` radians about coordinate axis ``axis``."""
+    c, s = math.cos(angle), math.sin(angle)
+    i, j = [k for k in range(3) if k != axis]
+    rotation = torch.eye(3)
+    rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
+    return rotation
 
 
 def attribute_names(flags: Tensor) -> tuple[str, ...]:
@@ -83,7 +122,10 @@ class WorldTrackDataset(_WorldBase):
     """``world-track`` (module docstring).
 
     Args:
-        distractors: objects made to look like the target (as many as the scene has).
+        distractors: at most this many objects are made to look like the target (each sequence
+            draws how many, from 0; as many as the scene has).
+        roll: largest camera roll rate, degrees per frame (0: the camera does not roll).
+        shake: largest per-frame yaw and pitch of a shaking camera, degrees (0: none).
         motion_blur: sub-frames averaged per frame (0 or 1: none; 3: blur over a third of the
             frame interval each way), at that many times the rendering cost.
         Others as :class:`~structvision.data.synthetic.world.WorldDataset`; ``num_frames``
@@ -93,11 +135,24 @@ class WorldTrackDataset(_WorldBase):
 
     kind = "world-track"
 
-    def __init__(self, *, distractors: int = 2, motion_blur: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        distractors: int = 2,
+        roll: float = 0.6,
+        shake: float = 3.0,
+        motion_blur: int = 0,
+        **kwargs: Any,
+    ) -> None:
         for name, value in (("distractors", distractors), ("motion_blur", motion_blur)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        for name, value in (("roll", roll), ("shake", shake)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0 (degrees), got {value!r}")
         self.distractors = distractors
+        self.roll = float(roll)
+        self.shake = float(shake)
         self.motion_blur = motion_blur
         if "config" not in kwargs or kwargs["config"] is None:
             kwargs.setdefault("num_frames", 100)
@@ -108,12 +163,14 @@ class WorldTrackDataset(_WorldBase):
         folder = super()._cache_folder(cache)
         if folder is None:
             return None
-        return folder.with_name(f"{folder.name}-d{self.distractors}-b{self.motion_blur}")
+        variation = f"d{self.distractors}-r{self.roll:g}-s{self.shake:g}-b{self.motion_blur}"
+        return folder.with_name(f"{folder.name}-{variation}")
 
-    def _pick_scene(self, index: int):
-        """``(scene, motion, target)``: the target is the object whose centre stays in the
-        image for most of the sequence (projected along the motion, no rendering), among those
-        showing at least 64 pixels in frame 0, then the most shown; its look-alikes are set."""
+    def _pick_scene(self, index: int) -> _Sequence:
+        """The sequence's scene, motion and target (the object whose centre stays in the image
+        for most of the sequence, projected along the smooth motion without rendering, among
+        those showing at least 64 pixels in frame 0, then the most shown), with its look-alikes
+        and camera variation drawn from their own stream."""
         height, width = self.camera.image_size
         count = self.config.num_frames
         for attempt in range(8):
@@ -139,12 +196,29 @@ class WorldTrackDataset(_WorldBase):
             candidates = (shown >= 64).nonzero().flatten().tolist()
             if candidates:
                 target = max(candidates, key=lambda k: (float(in_view[k]), int(shown[k])))
-                return self._with_distractors(scene, target, rng), motion, target
+                return self._varied(index, scene, motion, target)
         raise RuntimeError(f"world-track sample {index}: no scene with an object in view")
 
-    def _with_distractors(self, scene, target: int, rng):
+    def _varied(self, index: int, scene, motion, target: int) -> _Sequence:
+        rng = world_rng(seed=self.seed, split=self.split, index=index, stream="track-variation")
         others = [k for k in range(scene.num_objects) if k != target]
-        chosen = rng.permutation(others)[: self.distractors].tolist() if others else []
+        count = int(rng.integers(0, self.distractors + 1))
+        chosen = tuple(sorted(rng.permutation(others)[:count].tolist())) if others else ()
+        roll_rate = math.radians(float(rng.uniform(-self.roll, self.roll)))
+        shaky = bool(rng.uniform() < SHAKY_SHARE) and self.shake > 0
+        offsets = rng.uniform(-self.shake, self.shake, size=(self.config.num_frames, 2))
+        shake = torch.from_numpy(np.radians(offsets)).float() if shaky else None
+        return _Sequence(
+            scene=self._with_distractors(scene, target, chosen),
+            motion=motion,
+            target=target,
+            look_alikes=chosen,
+            roll_rate=roll_rate,
+            shake=shake,
+        )
+
+    @staticmethod
+    def _with_distractors(scene, target: int, chosen: tuple[int, ...]):
         if not chosen:
             return scene
         kinds, sizes = scene.kinds.clone(), scene.sizes.clone()
@@ -171,73 +245,76 @@ class WorldTrackDataset(_WorldBase):
             colors_b=colors_b,
         )
 
-    def _frame(self, scene, motion, step: float):
-        scene_t, camera_t = scene_at(scene, motion, step), camera_at(self.camera, motion, step)
+    def _camera(self, sequence: _Sequence, step: float, frame: int) -> Camera:
+        """The camera at time ``step`` of frame ``frame``: the smooth ego-motion, then the
+        frame's shake (yaw, pitch) and the roll, all about the camera's own axes."""
+        camera = camera_at(self.camera, sequence.motion, step)
+        turn = _rotation(2, sequence.roll_rate * step)
+        if sequence.shake is not None:
+            yaw, pitch = sequence.shake[frame].tolist()
+            turn = _rotation(1, yaw) @ _rotation(0, pitch) @ turn
+        return camera.moved(rotation=camera.rotation @ turn, center=camera.center)
+
+    def _frame(self, sequence: _Sequence, step: float, frame: int):
+        scene_t = scene_at(sequence.scene, sequence.motion, step)
+        camera_t = self._camera(sequence, step, frame)
         return scene_t, camera_t, render(scene_t, camera_t)
 
-    def _step(self, scene, motion, target: int, step: int) -> tuple[Tensor, Tensor, float, Any]:
+    def _step(self, sequence: _Sequence, step: int) -> tuple[Tensor, Tensor, float, Any]:
         """One frame: ``(image, target box, visible fraction, layers)``."""
         height, width = self.camera.image_size
-        scene_t, camera_t, layers = self._frame(scene, motion, float(step))
+        scene_t, camera_t, layers = self._frame(sequence, float(step), step)
         image = layers.image
         if self.motion_blur > 1:
             offsets = torch.linspace(-1 / 3, 1 / 3, self.motion_blur).tolist()
             image = torch.stack(
-                [self._frame(scene, motion, step + o)[2].image for o in offsets]
+                [self._frame(sequence, step + o, step)[2].image for o in offsets]
             ).mean(0)
         origins, directions, _ = camera_rays(camera_t)
-        distances = primitive_distances(scene_t, origins, directions)[target]
+        distances = primitive_distances(scene_t, origins, directions)[sequence.target]
         silhouette = (distances < 1e8).reshape(height, width)
-        shown = layers.surface == NUM_ENCLOSURE_SURFACES + target
+        shown = layers.surface == NUM_ENCLOSURE_SURFACES + sequence.target
         fraction = float(shown.sum()) / max(1, int(silhouette.sum()))
         return image, _box(silhouette), fraction, layers
 
     def render_frames(self, index: int, steps: list[int]) -> tuple[Tensor, Tensor, Tensor]:
         """Only frames ``steps`` of sequence ``index`` (for training pairs): ``(frames (n, 3, H,
         W), boxes (n, 4), visible (n,))``, equal to those rows of ``dataset[index]``."""
-        scene, motion, target = self._pick_scene(index)
-        rendered = [self._step(scene, motion, target, step) for step in steps]
+        sequence = self._pick_scene(index)
+        rendered = [self._step(sequence, step) for step in steps]
         boxes = torch.stack([box for _, box, _, _ in rendered])
         fraction = torch.tensor([f for _, _, f, _ in rendered])
         visible = (fraction > 0) & torch.isfinite(boxes).all(dim=1)
         return torch.stack([image for image, _, _, _ in rendered]), boxes, visible
 
     def _render(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
-        scene, motion, target = self._pick_scene(index)
-        count = self.config.num_frames
+        sequence = self._pick_scene(index)
         height, width = self.camera.image_size
         frames, boxes, fractions, clipped = [], [], [], []
-        distractor_shown = False
-        for step in range(count):
-            image, box, fraction, layers = self._step(scene, motion, target, step)
+        cluttered = False
+        for step in range(self.config.num_frames):
+            image, box, fraction, layers = self._step(sequence, step)
             frames.append(image)
             fractions.append(fraction)
             boxes.append(box)
+            finite = bool(torch.isfinite(box).all())
             clipped.append(
-                bool(torch.isfinite(box).all())
+                finite
                 and bool((box[0] <= 0) | (box[1] <= 0) | (box[2] >= width) | (box[3] >= height))
             )
-            if self.distractors and step == 0:
-                kinds = scene.kinds
-                look_alikes = [
-                    k for k in range(scene.num_objects) if k != target and kinds[k] == kinds[target]
-                ]
-                distractor_shown = any(
-                    (layers.surface == NUM_ENCLOSURE_SURFACES + k).any() for k in look_alikes
-                )
+            if finite and sequence.look_alikes and not cluttered:
+                cluttered = _look_alike_near(layers.surface, box, sequence.look_alikes)
         boxes_t = torch.stack(boxes)
         fraction_t = torch.tensor(fractions)
         visible = (fraction_t > 0) & torch.isfinite(boxes_t).all(dim=1)
-        attributes = self._attributes(
-            boxes_t, visible, fraction_t, clipped, motion, target, distractor_shown
-        )
+        attributes = self._attributes(boxes_t, visible, fraction_t, clipped, sequence, cluttered)
         result = {
             **self._camera_values(index),
             "boxes": boxes_t,
             "visible": visible,
             "visible_fraction": fraction_t,
             "attributes": attributes,
-            "label": scene.labels[target],
+            "label": sequence.scene.labels[sequence.target],
         }
         return torch.stack(frames), result
 
@@ -247,9 +324,8 @@ class WorldTrackDataset(_WorldBase):
         visible: Tensor,
         fraction: Tensor,
         clipped: list[bool],
-        motion,
-        target: int,
-        distractor_shown: bool,
+        sequence: _Sequence,
+        cluttered: bool,
     ) -> Tensor:
         shown = boxes[visible]
         areas = (shown[:, 2] - shown[:, 0]) * (shown[:, 3] - shown[:, 1])
@@ -257,18 +333,31 @@ class WorldTrackDataset(_WorldBase):
         centres = (shown[:, :2] + shown[:, 2:]) / 2
         steps = (centres[1:] - centres[:-1]).norm(dim=1) if len(centres) > 1 else torch.zeros(1)
         ratio = areas / max(first_area, 1e-6)
-        turn = abs(float(motion.object_yaw_rates[target])) * (len(boxes) - 1)
+        frames = len(boxes) - 1
+        turn = abs(float(sequence.motion.object_yaw_rates[sequence.target])) * frames
+        fast = 20 * self.camera.image_size[1] / 640
         flags = {
-            "IV": motion.light_change > 0.15,
+            "IV": sequence.motion.light_change > 0.15,
             "SV": bool(((ratio < 0.5) | (ratio > 2)).any()),
             "OCC": bool((fraction[visible] < 0.5).any()) or not bool(visible.all()),
             "DEF": False,
             "MB": self.motion_blur > 1 and float(steps.mean()) > 2,
-            "FM": float(steps.max()) > 20,
-            "IPR": False,
+            "FM": float(steps.max()) > fast,
+            "IPR": abs(sequence.roll_rate) * frames > math.radians(30),
             "OPR": turn > math.radians(45),
             "OV": any(clipped),
-            "BC": distractor_shown,
+            "BC": cluttered,
             "LR": first_area < 400,
         }
         return torch.tensor([flags[name] for name in OTB_ATTRIBUTES], dtype=torch.bool)
+
+
+def _look_alike_near(surface: Tensor, box: Tensor, look_alikes: tuple[int, ...]) -> bool:
+    """Whether a look-alike shows inside ``box`` grown to twice its width and height."""
+    height, width = surface.shape
+    centre, size = (box[:2] + box[2:]) / 2, box[2:] - box[:2]
+    x0, y0 = (centre - size).floor().clamp(min=0).int().tolist()
+    x1 = int(min(width, math.ceil(float(centre[0] + size[0]))))
+    y1 = int(min(height, math.ceil(float(centre[1] + size[1]))))
+    window = surface[y0:y1, x0:x1]
+    return any(bool((window == NUM_ENCLOSURE_SURFACES + k).any()) for k in look_alikes)
