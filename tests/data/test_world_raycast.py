@@ -12,6 +12,7 @@ from structvision.data.synthetic.world.raycast import (
     Hit,
     _albedo,
     camera_rays,
+    primitive_distances,
     project,
     render,
 )
@@ -145,6 +146,18 @@ def test_image_is_albedo_times_shading_and_layers_are_valid():
         facing = (layers.normals.reshape(3, -1).T * directions).sum(1)
         assert (facing <= 1e-6).all()  # normals face the camera
         assert (layers.depth > 0).all()
+
+
+def test_distances_to_chosen_primitives_are_those_rows_of_all():
+    config = WorldConfig(image_size=(24, 40), num_objects=(4, 4))
+    scene = sample_world_scene(world_rng(seed=2, split="train", index=0), config)
+    origins, directions, _ = camera_rays(Camera.from_config(config))
+    every = primitive_distances(scene, origins, directions)
+    assert every.shape == (4, 24 * 40) and (every < 1e8).any(dim=1).sum() >= 1
+    for objects in ([2], [3, 0], [1, 1, 2]):
+        chosen = primitive_distances(scene, origins, directions, objects)
+        assert torch.equal(chosen < 1e8, every[objects] < 1e8)  # the same silhouettes
+        assert torch.allclose(chosen, every[objects], rtol=1e-6, atol=1e-5)
 
 
 def test_sphere_casts_a_shadow_straight_down():

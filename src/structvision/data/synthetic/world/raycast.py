@@ -212,10 +212,21 @@ def _cylinders_t(scene: WorldScene, index: Tensor, origins: Tensor, directions: 
 _PRIMITIVE_T = {KIND_SPHERE: _spheres_t, KIND_BOX: _boxes_t, KIND_CYLINDER: _cylinders_t}
 
 
-def primitive_distances(scene: WorldScene, origins: Tensor, directions: Tensor) -> Tensor:
+def primitive_distances(
+    scene: WorldScene, origins: Tensor, directions: Tensor, objects: Tensor | None = None
+) -> Tensor:
     """``(K, N)`` distance along each ray to each primitive of ``scene``, ignoring every other
-    surface (``1e9`` where the ray misses it): the silhouette of every object on its own."""
-    return _primitives_t(scene, origins, directions)
+    surface (``1e9`` where the ray misses it): the silhouette of every object on its own.
+    ``objects``: only those primitives (int64 indices), in that order, ``(len(objects), N)``."""
+    if objects is None:
+        return _primitives_t(scene, origins, directions)
+    objects = torch.as_tensor(objects, dtype=torch.int64).flatten()
+    t = torch.full((len(objects), origins.shape[0]), _FAR, dtype=origins.dtype)
+    for kind, intersect in _PRIMITIVE_T.items():
+        rows = (scene.kinds[objects] == kind).nonzero().flatten()
+        if rows.numel():
+            t[rows] = intersect(scene, objects[rows], origins, directions)
+    return t
 
 
 def _primitives_t(scene: WorldScene, origins: Tensor, directions: Tensor) -> Tensor:

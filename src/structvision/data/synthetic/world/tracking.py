@@ -56,6 +56,7 @@ from torch import Tensor
 from structvision.data.synthetic.world.dataset import _WorldBase
 from structvision.data.synthetic.world.raycast import (
     camera_rays,
+    cast_rays,
     primitive_distances,
     project,
     render,
@@ -183,7 +184,7 @@ class WorldTrackDataset(_WorldBase):
                 seed=self.seed, split=self.split, index=index, stream=f"motion-{attempt}"
             )
             motion = sample_motion(motion_rng, self.config, scene, num_steps=count)
-            surface = render(scene, self.camera).surface.flatten()
+            surface = cast_rays(scene, *camera_rays(self.camera)[:2]).surface
             shown = torch.stack(
                 [(surface == k + NUM_ENCLOSURE_SURFACES).sum() for k in range(scene.num_objects)]
             )
@@ -271,7 +272,7 @@ class WorldTrackDataset(_WorldBase):
                 [self._frame(sequence, step + o, step)[2].image for o in offsets]
             ).mean(0)
         origins, directions, _ = camera_rays(camera_t)
-        distances = primitive_distances(scene_t, origins, directions)[sequence.target]
+        distances = primitive_distances(scene_t, origins, directions, [sequence.target])[0]
         silhouette = (distances < 1e8).reshape(height, width)
         shown = layers.surface == NUM_ENCLOSURE_SURFACES + sequence.target
         fraction = float(shown.sum()) / max(1, int(silhouette.sum()))
