@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from structvision.engine.checkpoint import (
@@ -67,10 +68,11 @@ def main() -> None:
         "command": args.command,
     }
     (folder / "zoo.json").write_text(json.dumps(zoo_record, indent=2) + "\n")  # loadable now
-    full = run_eval(args.run, data=args.check_data, out=folder / ".full.json")
-    shipped = run_eval(f"zoo:{args.name}", data=args.check_data, out=folder / ".shipped.json")
-    for scratch in (".full.json", ".shipped.json"):
-        (folder / scratch).unlink()
+    with tempfile.TemporaryDirectory() as scratch:  # eval's reports and predictions
+        full = run_eval(args.run, data=args.check_data, out=Path(scratch) / "full.json")
+        shipped = run_eval(
+            f"zoo:{args.name}", data=args.check_data, out=Path(scratch) / "shipped.json"
+        )
     keys = [k for k in args.check_keys.split(",") if k] or [k for k in shipped if k != "num_images"]
     zoo_record["metrics"] = {k: held_out[k] for k in keys if k in held_out}
     zoo_record["check"] = {

@@ -30,6 +30,12 @@ def test_the_whole_zoo_fits_in_40_mb():
     assert sum(entry.size_bytes for entry in zoo_entries().values()) < 40e6
 
 
+def test_zoo_entries_ship_their_weights_config_and_record_only():
+    for name in zoo_entries():
+        files = sorted(p.name for p in zoo_path(name).iterdir())
+        assert files == ["config.json", "model.safetensors", "zoo.json"], name
+
+
 def test_zoo_names_resolve_and_list(tmp_path, monkeypatch):
     # a zoo of one entry made from a tiny run
     run = tmp_path / "run"
