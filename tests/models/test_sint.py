@@ -13,6 +13,7 @@ from structvision.models.tracking.sint import (
     SINTTracker,
     contrastive_loss,
     radius_candidates,
+    ridge_fit,
     sample_training_boxes,
     sint_small,
 )
@@ -94,3 +95,21 @@ def test_sint_overfits_and_then_tracks():
     with torch.no_grad():
         [prediction] = model(sequences)
     assert torch.allclose(prediction["boxes"].double(), boxes, atol=1e-4)
+
+
+def test_ridge_fit_equals_the_primal_solution_with_an_unpenalised_intercept():
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(12, 30, generator=generator, dtype=torch.float64)
+    targets = torch.randn(12, 4, generator=generator, dtype=torch.float64)
+    weights, intercept = ridge_fit(features, targets, 0.5)
+    centred = features - features.mean(0)
+    penalty = 0.5 * float((centred**2).sum(1).mean())
+    primal = torch.linalg.solve(
+        centred.T @ centred + penalty * torch.eye(30, dtype=torch.float64),
+        centred.T @ (targets - targets.mean(0)),
+    )
+    assert torch.allclose(weights, primal, atol=1e-10)
+    assert torch.allclose(intercept, targets.mean(0) - features.mean(0) @ primal, atol=1e-10)
+    # a vanishing penalty interpolates the samples (n < D)
+    exact_w, exact_b = ridge_fit(features, targets, 1e-9)
+    assert torch.allclose(features @ exact_w + exact_b, targets, atol=1e-5)

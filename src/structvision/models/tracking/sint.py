@@ -42,6 +42,7 @@ __all__ = [
     "SINTTracker",
     "contrastive_loss",
     "radius_candidates",
+    "ridge_fit",
     "sample_training_boxes",
     "sint_small",
 ]
@@ -243,6 +244,7 @@ class SINTTracker(Tracker):
         update_query: the lecture's counter-example: replace the query by the tracker's own
             output every frame (``False`` is SINT).
         search_radius, rings, points_per_ring, scales: :func:`radius_candidates`.
+        ridge: the regression's penalty, relative to the descriptors' spread (:func:`ridge_fit`).
     """
 
     name = "sint"
@@ -257,7 +259,7 @@ class SINTTracker(Tracker):
         rings: int = 4,
         points_per_ring: int = 8,
         scales: Sequence[float] = (1 / 1.05, 1.0, 1.05),
-        ridge: float = 1.0,
+        ridge: float = 0.1,
     ) -> None:
         self.network = network.eval()
         self.box_regression = box_regression
@@ -271,7 +273,7 @@ class SINTTracker(Tracker):
         self.ridge = ridge
         self._query: Tensor | None = None
         self._box: Tensor | None = None
-        self._regressor: Tensor | None = None
+        self._regressor: tuple[Tensor, Tensor] | None = None
         self._size: tuple[int, int] = (0, 0)
 
     def _device(self) -> torch.device:
@@ -290,21 +292,23 @@ class SINTTracker(Tracker):
         self._box = start
         self._regressor = None
         if self.box_regression:
-            generator = torch.Generator().manual_seed(0)
-            samples, labels = sample_training_boxes(
-                start, generator, count=64, positive_iou=0.6, image_size=self._size
-            )
-            near = samples[labels > 0]
-            if len(near) >= 4:
-                features = self._describe(image, near).double().cpu()
-                offsets = _box_offsets(near.double(), start.double())
-                design = torch.cat(
-                    [features, torch.ones(len(features), 1, dtype=features.dtype)], 1
-                )
-                gram = design.T @ design + self.ridge * torch.eye(
-                    design.shape[1], dtype=design.dtype
-                )
-                self._regressor = torch.linalg.solve(gram, design.T @ offsets)
+            self._regressor = self._fit_regression(image, start)
+
+    def _fit_regression(self, image: Tensor, start: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Ridge regression from descriptors to the offsets back to ``start``, fitted on boxes
+        sampled around it in the first frame (IoU > 0.6): ``(weights (D, 4), intercept (4,))``.
+
+        Solved in its dual form (as many unknowns as samples, not descriptor dimensions), the
+        intercept unpenalised, the penalty relative to the descriptors' mean squared norm."""
+        generator = torch.Generator().manual_seed(0)
+        samples, labels = sample_training_boxes(
+            start, generator, count=128, positive_iou=0.6, image_size=self._size
+        )
+        near = samples[labels > 0]
+        if len(near) < 4:
+            return None
+        features = self._describe(image, near).double().cpu()
+        return ridge_fit(features, _box_offsets(near.double(), start.double()), self.ridge)
 
     @torch.no_grad()
     def update(self, image: Tensor) -> Tensor:
@@ -321,14 +325,27 @@ class SINTTracker(Tracker):
         best = int(scores.argmax())
         chosen = candidates[best].double()
         if self._regressor is not None:
-            design = torch.cat(
-                [descriptors[best].double().cpu(), torch.ones(1, dtype=torch.float64)]
-            )
-            chosen = _apply_offsets(chosen, design @ self._regressor)
+            weights, intercept = self._regressor
+            offsets = descriptors[best].double().cpu() @ weights + intercept
+            chosen = _apply_offsets(chosen, offsets)
         self._box = chosen
         if self.update_query:
             self._query = descriptors[best : best + 1]
         return chosen.clone()
+
+
+def ridge_fit(features: Tensor, targets: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
+    """``targets (n, k) ~ features (n, D) @ weights + intercept`` by ridge regression with an
+    unpenalised intercept and penalty ``ridge`` times the centred features' mean squared norm,
+    solved in its dual form (``n`` unknowns per target, for ``n`` much smaller than ``D``):
+    ``(weights (D, k), intercept (k,))``."""
+    mean_x, mean_y = features.mean(0), targets.mean(0)
+    centred = features - mean_x
+    kernel = centred @ centred.T
+    penalty = ridge * float(kernel.diagonal().mean()) + 1e-12
+    identity = torch.eye(len(features), dtype=kernel.dtype, device=kernel.device)
+    weights = centred.T @ torch.linalg.solve(kernel + penalty * identity, targets - mean_y)
+    return weights, mean_y - mean_x @ weights
 
 
 def _box_offsets(boxes: Tensor, target: Tensor) -> Tensor:
@@ -341,9 +358,11 @@ def _box_offsets(boxes: Tensor, target: Tensor) -> Tensor:
 
 
 def _apply_offsets(box: Tensor, offsets: Tensor) -> Tensor:
+    """``box`` moved by R-CNN offsets, at most a quarter of its size and 10% in scale (one
+    frame's refinement; larger steps compound into drift)."""
     size = box[2:] - box[:2]
-    centre = (box[:2] + box[2:]) / 2 + offsets[:2] * size
-    size = size * torch.exp(offsets[2:].clamp(-0.5, 0.5))
+    centre = (box[:2] + box[2:]) / 2 + offsets[:2].clamp(-0.25, 0.25) * size
+    size = size * torch.exp(offsets[2:].clamp(-0.1, 0.1))
     return torch.cat([centre - size / 2, centre + size / 2])
 
 
