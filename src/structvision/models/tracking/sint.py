@@ -259,7 +259,7 @@ class SINTTracker(Tracker):
         rings: int = 4,
         points_per_ring: int = 8,
         scales: Sequence[float] = (1 / 1.05, 1.0, 1.05),
-        ridge: float = 0.1,
+        ridge: float = 1.0,
     ) -> None:
         self.network = network.eval()
         self.box_regression = box_regression
