@@ -64,6 +64,8 @@ from structvision.data.synthetic.world.raycast import (
 from structvision.data.synthetic.world.scene import (
     NUM_ENCLOSURE_SURFACES,
     Camera,
+    Motion,
+    WorldScene,
     camera_at,
     sample_motion,
     sample_world_scene,
@@ -89,8 +91,8 @@ SHAKY_SHARE = 1 / 3
 class _Sequence:
     """One sequence's scene, motion and target, with its look-alikes and camera variation."""
 
-    scene: Any
-    motion: Any
+    scene: WorldScene
+    motion: Motion
     target: int
     look_alikes: tuple[int, ...]
     roll_rate: float  # radians per frame
