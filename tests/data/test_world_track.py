@@ -113,8 +113,15 @@ def test_background_clutter_means_a_look_alike_near_the_target():
     surface[6, 15] = 5 + 3
     assert _look_alike_near(surface, box, (3,))
     assert not _look_alike_near(surface, box, (2,))
-    surface[6, 15], surface[15, 20] = 0, 5 + 3
-    assert not _look_alike_near(surface, box, (3,))
+    surface[6, 15] = 0
+    for row, column in ((6, 16), (14, 12), (5, 12), (10, 7), (15, 20)):  # just outside, or far
+        surface[row, column] = 5 + 3
+        assert not _look_alike_near(surface, box, (3,)), (row, column)
+        surface[row, column] = 0
+    for row, column in ((6, 8), (13, 15), (13, 8)):  # the grown box's corner pixels
+        surface[row, column] = 5 + 3
+        assert _look_alike_near(surface, box, (3,)), (row, column)
+        surface[row, column] = 0
 
 
 def test_world_track_written_in_the_otb_layout_and_evaluated(tmp_path):
