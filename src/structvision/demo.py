@@ -82,6 +82,7 @@ class DemoSettings:
     num_coco_images: int  #: images of the COCO round trip
     zoo_images: int  #: fresh images each zoo model is scored on
     num_shown: int  #: predictions drawn per zoo model
+    num_sequences: int  #: fresh sequences each tracker is scored on (one is drawn)
     train_steps: int  #: steps of the one training run
     batch_size: int
     val_images: int  #: images the training run is scored on
@@ -95,6 +96,7 @@ class DemoSettings:
                 num_coco_images=12,
                 zoo_images=12,
                 num_shown=4,
+                num_sequences=1,
                 train_steps=12,
                 batch_size=2,
                 val_images=8,
@@ -105,6 +107,7 @@ class DemoSettings:
             num_coco_images=50,
             zoo_images=60,
             num_shown=8,
+            num_sequences=3,
             train_steps=150,
             batch_size=8,
             val_images=60,
@@ -287,8 +290,11 @@ _SHOWN_METRICS = {
     "intrinsic": ("lmse", "whdr"),
 }
 
-#: Samples the slower kinds of zoo model are shown on (a tracking sample is a whole sequence).
-_SAMPLES_AT_MOST = {"raft_small": 20, "flownet_s": 20, "sint": 3, "siamfc": 3}
+#: Samples the slower kinds of zoo model are shown on.
+_SAMPLES_AT_MOST = {"raft_small": 20, "flownet_s": 20}
+
+#: Recipes whose sample is a whole sequence (``DemoSettings.num_sequences`` of them).
+_TRACKERS = ("sint", "siamfc")
 
 
 def _zoo_stage(
@@ -299,6 +305,9 @@ def _zoo_stage(
     from structvision.tasks import run_eval
 
     count = min(settings.zoo_images, _SAMPLES_AT_MOST.get(entry.recipe, settings.zoo_images))
+    shown = min(settings.num_shown, count)
+    if entry.recipe in _TRACKERS:
+        count, shown = settings.num_sequences, 1
     data = _fresh_samples(entry.check["data"], count)
     folder = out / "zoo"
     keys = _SHOWN_METRICS.get(entry.recipe) or tuple(entry.metrics)
@@ -318,7 +327,7 @@ def _zoo_stage(
             table[f"{key} + dense CRF (these images)"] = refined[key]
             summary[f"zoo/{entry.name}+crf/{key}"] = refined[key]
         caption = "image | FCN | + dense CRF | truth"
-    picture = _overlays(entry.name, data, min(settings.num_shown, count), folder, crf=crf)
+    picture = _overlays(entry.name, data, shown, folder, crf=crf)
     seconds = time.perf_counter() - started
     shown = ", ".join(f"{key} {metrics[key]:.3f}" for key in keys)
     console.print(f"  zoo:{entry.name} ({entry.task}): {shown}  [{seconds:.1f} s]")

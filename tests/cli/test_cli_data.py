@@ -89,6 +89,7 @@ def test_quick_demo_writes_its_outputs(tmp_path, monkeypatch):
         num_coco_images=4,
         zoo_images=6,
         num_shown=2,
+        num_sequences=1,
         train_steps=2,
         batch_size=2,
         val_images=2,
@@ -179,11 +180,12 @@ def test_demo_shows_flow_and_tracking_zoo_entries(tmp_path, monkeypatch):
         num_coco_images=2,
         zoo_images=6,
         num_shown=2,
+        num_sequences=2,
         train_steps=1,
         batch_size=2,
         val_images=1,
     )
-    shown = (("raft_small_test", ("epe", "fl_all"), 6), ("sint_test", ("success_auc", "fps"), 3))
+    shown = (("raft_small_test", ("epe", "fl_all"), 6), ("sint_test", ("success_auc", "fps"), 2))
     for name, keys, count in shown:  # a tracking sample is a whole sequence: fewer of them
         entry = structvision.zoo.zoo_entries()[name]
         quiet = Console(file=None, quiet=True)
