@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from structvision.convert import from_torchvision, read_state_dict_file
 from structvision.models.flow import RAFT, raft, raft_small, sequence_loss
@@ -133,3 +134,18 @@ def test_correlation_stays_float32_under_bf16_autocast():
     with torch.no_grad():
         full = model(first, second)[0]["flow"]
     assert (mixed - full).abs().mean() < 0.1 * full.abs().mean() + 0.05
+
+
+def test_instance_norm_equals_torch_instance_norm_both_ways():
+    from structvision.models.flow.raft import InstanceNorm
+
+    torch.manual_seed(0)
+    x = (torch.randn(3, 5, 7, 9) * 4 + 2).requires_grad_()
+    upstream = torch.randn(3, 5, 7, 9)
+    ours = InstanceNorm(5)(x)
+    (gradient,) = torch.autograd.grad(ours, x, upstream)
+    reference = nn.InstanceNorm2d(5)(x)
+    (expected,) = torch.autograd.grad(reference, x, upstream)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(gradient, expected, rtol=0, atol=1e-5)
+    assert InstanceNorm(5).state_dict().keys() == nn.InstanceNorm2d(5).state_dict().keys()

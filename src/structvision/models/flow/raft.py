@@ -46,6 +46,7 @@ __all__ = [
     "BottleneckBlock",
     "CorrelationPyramid",
     "FeatureEncoder",
+    "InstanceNorm",
     "ResidualBlock",
     "UpdateBlock",
     "raft",
@@ -58,11 +59,29 @@ __all__ = [
 STRIDE = 8
 
 
+class InstanceNorm(nn.Module):
+    """Instance normalisation without affine parameters or running statistics, the same
+    arithmetic as ``nn.InstanceNorm2d(channels)`` (biased variance, ``eps`` 1e-5) computed as a
+    group norm with one group per channel: on the CPU that kernel is several times faster, in
+    both directions, than ``F.instance_norm`` (which runs batch norm over a reshaped copy).
+    No state, so state dicts are those of ``nn.InstanceNorm2d``."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.channels, self.eps = channels, eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.group_norm(x, self.channels, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, eps={self.eps}"
+
+
 def _norm(kind: str | None, channels: int) -> nn.Module | None:
     if kind is None or kind == "none":
         return None
     if kind == "instance":
-        return nn.InstanceNorm2d(channels)
+        return InstanceNorm(channels)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     raise ValueError(f"norm must be 'instance', 'batch' or 'none', got {kind!r}")
@@ -282,33 +301,39 @@ class ConvGRU(nn.Module):
         q = torch.tanh(self.convq(torch.cat([r * h, x], dim=1)))
         return (1 - z) * h + z * q
 
-    def prepare(self, context: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def prepare(self, context: Tensor) -> tuple[Tensor, ...]:
         """What stays the same over the refinement steps when ``x = [context, motion]``: the
         context's share of the ``z, r`` and ``q`` pre-activations (biases included), and the
-        weights over ``[h, motion]`` (``z`` and ``r`` as one convolution). The convolutions are
-        linear in their input channels, so :meth:`step` equals :meth:`forward` up to rounding
-        and does a quarter less work for RAFT-small."""
+        weights over ``h`` (``z`` and ``r`` as one convolution) and over ``motion`` (``z``,
+        ``r`` and ``q`` as one). The convolutions are linear in their input channels, so
+        :meth:`step` equals :meth:`forward` up to rounding, does a quarter less work for
+        RAFT-small and never concatenates its inputs."""
         hidden, channels = self.convz.out_channels, context.shape[1]
-        own = torch.ones(self.convz.in_channels, dtype=torch.bool)
-        own[hidden : hidden + channels] = False  # the [h, motion] input channels
         weight_zr = torch.cat([self.convz.weight, self.convr.weight])
         bias_zr = torch.cat([self.convz.bias, self.convr.bias])
-        padding = self.convz.padding
-        context_zr = F.conv2d(context, weight_zr[:, ~own], bias_zr, padding=padding)
-        context_q = F.conv2d(
-            context, self.convq.weight[:, ~own], self.convq.bias, padding=self.convq.padding
+        weight_q = self.convq.weight
+        # input channels: [h (hidden), context (channels), motion (the rest)]
+        of_h, of_context = slice(0, hidden), slice(hidden, hidden + channels)
+        of_motion = slice(hidden + channels, None)
+        context_zr = F.conv2d(
+            context, weight_zr[:, of_context], bias_zr, padding=self.convz.padding
         )
-        return context_zr, context_q, weight_zr[:, own], self.convq.weight[:, own]
+        context_q = F.conv2d(
+            context, weight_q[:, of_context], self.convq.bias, padding=self.convq.padding
+        )
+        weight_motion = torch.cat([weight_zr[:, of_motion], weight_q[:, of_motion]])
+        return context_zr, context_q, weight_zr[:, of_h], weight_q[:, of_h], weight_motion
 
     def step(self, h: Tensor, motion: Tensor, prepared: tuple[Tensor, ...]) -> Tensor:
         """:meth:`forward` with ``x = [context, motion]`` and ``prepared`` from :meth:`prepare`."""
-        context_zr, context_q, weight_zr, weight_q = prepared
-        gates = F.conv2d(torch.cat([h, motion], dim=1), weight_zr, padding=self.convz.padding)
-        z, r = torch.sigmoid(gates + context_zr).chunk(2, dim=1)
-        candidate = F.conv2d(
-            torch.cat([r * h, motion], dim=1), weight_q, padding=self.convq.padding
-        )
-        q = torch.tanh(candidate + context_q)
+        context_zr, context_q, weight_zr_h, weight_q_h, weight_motion = prepared
+        hidden = h.shape[1]
+        from_motion = F.conv2d(motion, weight_motion, padding=self.convz.padding)
+        gates = F.conv2d(h, weight_zr_h, padding=self.convz.padding)
+        gates = gates + from_motion[:, : 2 * hidden] + context_zr
+        z, r = torch.sigmoid(gates).chunk(2, dim=1)
+        candidate = F.conv2d(r * h, weight_q_h, padding=self.convq.padding)
+        q = torch.tanh(candidate + from_motion[:, 2 * hidden :] + context_q)
         return h + z * (q - h)
 
 
