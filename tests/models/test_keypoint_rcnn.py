@@ -3,6 +3,8 @@ losses), images without objects and input checks."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchvision
@@ -13,6 +15,7 @@ from structvision.models.detection import (
     KeypointPredictor,
     KeypointRCNN,
     keypoint_rcnn_loss,
+    keypoint_rcnn_resnet50_fpn,
     keypoint_rcnn_small_fpn,
 )
 from structvision.structures import keypoints_to_heatmap_targets
@@ -230,3 +233,40 @@ def test_training_targets_need_keypoints():
     target["keypoints"] = torch.zeros(2, 5, 3)
     with pytest.raises(ValueError, match=r"got torch.float32 \(2, 5, 3\)"):
         model([torch.rand(3, 64, 64)], [target])
+
+
+def test_rescoring_ranks_by_box_score_times_pose_confidence():
+    from structvision.models.detection.keypoint_rcnn import add_decoded_keypoints
+
+    size, num_keypoints = 4, 2
+    flat = torch.zeros(num_keypoints, size, size)  # peak probability 1/16 for each keypoint
+    peaked = torch.zeros(num_keypoints, size, size)
+    peaked[:, 1, 2] = math.log(16.0)  # peak probability 16 / (16 + 15) = 16/31
+    detections = [
+        {
+            "boxes": torch.tensor([[0.0, 0.0, 8.0, 8.0], [10.0, 10.0, 18.0, 18.0]]),
+            "labels": torch.tensor([1, 1]),
+            "scores": torch.tensor([0.9, 0.6]),
+        }
+    ]
+    rois = [detections[0]["boxes"]]
+    logits = torch.stack([flat, peaked])
+    plain = add_decoded_keypoints(detections, rois, logits)[0]
+    assert torch.equal(plain["scores"], detections[0]["scores"]) and "box_scores" not in plain
+    ranked = add_decoded_keypoints(detections, rois, logits, rescore=True)[0]
+    torch.testing.assert_close(ranked["scores"], torch.tensor([0.6 * 16 / 31, 0.9 / 16]))
+    torch.testing.assert_close(ranked["box_scores"], torch.tensor([0.6, 0.9]))
+    # every per-detection field follows the new order
+    assert torch.equal(ranked["boxes"], detections[0]["boxes"].flip(0))
+    assert torch.equal(ranked["keypoints"], plain["keypoints"].flip(0))
+    assert torch.equal(ranked["keypoints_scores"], plain["keypoints_scores"].flip(0))
+    empty = [{k: v[:0] for k, v in detections[0].items()}]
+    nothing = add_decoded_keypoints(empty, [rois[0][:0]], logits[:0], rescore=True)[0]
+    assert nothing["scores"].shape == (0,) and nothing["keypoints"].shape == (0, 2, 3)
+
+
+def test_small_model_rescores_torchvision_layout_does_not():
+    small = keypoint_rcnn_small_fpn(num_classes=2, num_keypoints=3, width=8, fpn_channels=16)
+    assert small.keypoint_branch.rescore
+    large = keypoint_rcnn_resnet50_fpn(num_classes=2, num_keypoints=3)
+    assert not large.keypoint_branch.rescore

@@ -89,6 +89,7 @@ KEYPOINT_MODEL_OPTIONS = (
     "roi_canonical_scale",
     "box_head",
     "keypoint_roi_expansion",
+    "keypoint_rescoring",
     "trainable_layers",
     "weights_path",
     "init",
@@ -391,6 +392,7 @@ def setup_keypoint_rcnn(*, data: str, val_data: str | None, model_overrides: dic
     }
     if kwargs["arch"] == "small_fpn":  # heatmaps that reach joints just outside the box
         kwargs = {"keypoint_roi_expansion": 1.25, **kwargs}
+    kwargs = {"keypoint_rescoring": True, **kwargs}  # rank detections by their pose too
     kwargs = small_model_defaults(kwargs)
     model_config = {
         "recipe": "keypoint_rcnn",

@@ -142,6 +142,8 @@ class KeypointBranch(nn.Module):
         roi_expansion: the heatmaps cover each box grown by this factor about its centre
             (``>= 1``; 1 is torchvision's). A box that cuts off a wrist or ankle still lets the
             heatmap reach it, as top-down pose estimators do with their 1.25x person boxes.
+        rescore: rank detections by their pose, not their box alone (see
+            :func:`add_decoded_keypoints`; ``False`` is torchvision's).
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class KeypointBranch(nn.Module):
         head: nn.Module,
         predictor: nn.Module,
         roi_expansion: float = 1.0,
+        rescore: bool = False,
     ) -> None:
         super().__init__()
         is_number = isinstance(roi_expansion, (int, float)) and not isinstance(roi_expansion, bool)
@@ -160,6 +163,7 @@ class KeypointBranch(nn.Module):
         self.head = head
         self.predictor = predictor
         self.roi_expansion = float(roi_expansion)
+        self.rescore = bool(rescore)
 
     def rois(self, boxes: list[Tensor]) -> list[Tensor]:
         """The regions the heatmaps cover: ``boxes`` grown by ``roi_expansion``."""
@@ -295,20 +299,47 @@ class KeypointRCNN(nn.Module):
         """Add ``keypoints (D_i, K, 3)`` and ``keypoints_scores (D_i, K)`` in input pixels."""
         rois = self.keypoint_branch.rois([detection["boxes"] for detection in detections])
         keypoint_logits = self.keypoint_branch(features, rois, image_sizes)  # (D, K, S, S)
-        return add_decoded_keypoints(detections, rois, keypoint_logits)
+        return add_decoded_keypoints(
+            detections, rois, keypoint_logits, rescore=self.keypoint_branch.rescore
+        )
 
 
 def add_decoded_keypoints(
-    detections: list[dict[str, Tensor]], rois: list[Tensor], keypoint_logits: Tensor
+    detections: list[dict[str, Tensor]],
+    rois: list[Tensor],
+    keypoint_logits: Tensor,
+    *,
+    rescore: bool = False,
 ) -> list[dict[str, Tensor]]:
     """``detections`` with ``keypoints (D_i, K, 3)`` and ``keypoints_scores (D_i, K)`` decoded
-    from ``(D, K, S, S)`` heatmap logits over each image's ``rois`` (image by image)."""
+    from ``(D, K, S, S)`` heatmap logits over each image's ``rois`` (image by image).
+
+    With ``rescore`` each detection's ``scores`` becomes its box score times its pose
+    confidence, the mean over keypoints of the heatmap's peak probability (softmax over the
+    ``S * S`` cells), and the detections are re-sorted by it; ``box_scores`` keeps the box
+    score. A confident box around a figure whose joints the heatmaps cannot place (a crowded or
+    cut-off figure) then ranks below a well-posed one, which is what keypoint AP rewards
+    (top-down pose estimators rescore their person boxes the same way)."""
     results = []
     for detection, image_rois, image_logits in zip(
         detections, rois, keypoint_logits.split([len(r) for r in rois]), strict=True
     ):
         keypoints, scores = heatmaps_to_keypoints(image_logits, image_rois)
-        results.append({**detection, "keypoints": keypoints, "keypoints_scores": scores})
+        result = {**detection, "keypoints": keypoints, "keypoints_scores": scores}
+        if rescore:
+            confidence = image_logits.flatten(2).softmax(dim=-1).amax(dim=-1).mean(dim=1)
+            rescored = detection["scores"] * confidence.to(detection["scores"].dtype)
+            order = rescored.argsort(descending=True)
+            count = len(order)
+            result = {
+                key: value[order] if torch.is_tensor(value) and len(value) == count else value
+                for key, value in {
+                    **result,
+                    "box_scores": detection["scores"],
+                    "scores": rescored,
+                }.items()
+            }
+        results.append(result)
     return results
 
 
@@ -342,6 +373,7 @@ def keypoint_rcnn(
     keypoint_roi_pool: nn.Module,
     keypoint_layers: Sequence[int] = (512,) * 8,
     keypoint_roi_expansion: float = 1.0,
+    keypoint_rescoring: bool = False,
     **detector_settings,
 ) -> KeypointRCNN:
     """Assemble a Keypoint R-CNN: `faster_rcnn`'s detector plus a keypoint branch.
@@ -354,6 +386,8 @@ def keypoint_rcnn(
         keypoint_layers: widths of :class:`KeypointHead`'s convolutions.
         keypoint_roi_expansion: the keypoint heatmaps cover each box grown by this factor
             (:class:`KeypointBranch`'s ``roi_expansion``; 1 is torchvision's).
+        keypoint_rescoring: detection scores times the pose confidence
+            (:func:`add_decoded_keypoints`; ``False`` is torchvision's).
         **detector_settings: every other argument of
             :func:`~structvision.models.detection.faster_rcnn` (``backbone``, anchors,
             ``box_roi_pool``, thresholds, transform sizes, ...).
@@ -365,6 +399,7 @@ def keypoint_rcnn(
         head=head,
         predictor=KeypointPredictor(head.out_channels, num_keypoints),
         roi_expansion=keypoint_roi_expansion,
+        rescore=keypoint_rescoring,
     )
     return KeypointRCNN(
         transform=detector.transform,
@@ -421,12 +456,14 @@ def keypoint_rcnn_small_fpn(
     fpn_channels: int = 64,
     roi_canonical_scale: int = 224,
     box_head: str | nn.Module = "mlp",
+    keypoint_rescoring: bool = True,
     **overrides,
 ) -> KeypointRCNN:
     """A small Keypoint R-CNN with FPN that trains from scratch on a CPU
     (cf. `faster_rcnn_small_fpn`); the keypoint head has four convolutions of ``2 *
     fpn_channels`` channels. ``roi_canonical_scale`` is the box side (pixels) that both poolers
-    assign to ``p4``."""
+    assign to ``p4``. Unlike torchvision's model it ranks detections by box score times pose
+    confidence (``keypoint_rescoring``, :func:`add_decoded_keypoints`)."""
     head = small_box_head(
         box_head, channels=fpn_channels, representation_size=overrides.get("representation_size")
     )
@@ -444,6 +481,7 @@ def keypoint_rcnn_small_fpn(
             FPN_LEVELS, 14, 2, canonical_scale=roi_canonical_scale
         ),
         "keypoint_layers": (2 * fpn_channels,) * 4,
+        "keypoint_rescoring": keypoint_rescoring,
         **overrides,
     }
     return keypoint_rcnn(
