@@ -10,6 +10,7 @@ Prints one JSON line per row and merges the rows into OUT/results.json.
 
     python benchmarks/bench_defaults.py --rows faster_rcnn,faster_rcnn_scratch
     python benchmarks/bench_defaults.py --rows fcn8s --steps 4000       # a shorter budget
+    python benchmarks/bench_defaults.py --rows mask_rcnn_roi_pool --resume  # after a SIGTERM
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from structvision.engine.signals import TrainingInterrupted
 from structvision.tasks import run_eval, run_train
 
 #: row -> (recipe, generator, the row's --set pairs, metrics reported)
@@ -67,15 +69,19 @@ def _row(name: str, args: argparse.Namespace) -> dict:
     out = args.out / name
     val = f"{generator}:num_images={args.val_images}"
     started = time.perf_counter()
-    metrics = run_train(
-        recipe,
-        data=generator,
-        val_data=val,
-        out=out,
-        max_steps=args.steps,
-        overrides={**settings, "progress": "false"},
-    )
-    minutes = (time.perf_counter() - started) / 60
+    if args.resume and (out / "checkpoints").is_dir():  # the run keeps its own settings
+        metrics = run_train(recipe, out=out, resume=True, overrides={"progress": "false"})
+        minutes = None  # only this part's wall time would be known
+    else:
+        metrics = run_train(
+            recipe,
+            data=generator,
+            val_data=val,
+            out=out,
+            max_steps=args.steps,
+            overrides={**settings, "progress": "false"},
+        )
+        minutes = round((time.perf_counter() - started) / 60, 1)
     config = json.loads((out / "config.json").read_text())
     steps = [
         json.loads(line)["sec_per_step"]
@@ -86,7 +92,7 @@ def _row(name: str, args: argparse.Namespace) -> dict:
         "recipe": recipe,
         "settings": settings,
         "steps": config["train"]["max_steps"],
-        "minutes": round(minutes, 1),
+        "minutes": minutes,
         "sec_per_step": round(sum(steps) / len(steps), 3),
         **{key: round(metrics[key], 4) for key in keys},
     }
@@ -103,6 +109,11 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_defaults"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue rows whose run was stopped (SIGTERM) from their last checkpoint",
+    )
     args = parser.parse_args()
     rows = args.rows.split(",")
     unknown = [row for row in rows if row not in ROWS]
@@ -110,7 +121,10 @@ def main() -> None:
         parser.error(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
     torch.set_num_threads(args.threads)
     for name in rows:
-        result = _row(name, args)
+        try:
+            result = _row(name, args)
+        except TrainingInterrupted as stopped:
+            raise SystemExit(f"row {name}: {stopped}; continue it with --resume") from None
         print(json.dumps({name: result}), flush=True)
         path = args.out / "results.json"
         results = json.loads(path.read_text()) if path.is_file() else {}
