@@ -305,9 +305,9 @@ def _zoo_stage(
     from structvision.tasks import run_eval
 
     count = min(settings.zoo_images, _SAMPLES_AT_MOST.get(entry.recipe, settings.zoo_images))
-    shown = min(settings.num_shown, count)
+    num_drawn = min(settings.num_shown, count)
     if entry.recipe in _TRACKERS:
-        count, shown = settings.num_sequences, 1
+        count, num_drawn = settings.num_sequences, 1
     data = _fresh_samples(entry.check["data"], count)
     folder = out / "zoo"
     keys = _SHOWN_METRICS.get(entry.recipe) or tuple(entry.metrics)
@@ -327,7 +327,7 @@ def _zoo_stage(
             table[f"{key} + dense CRF (these images)"] = refined[key]
             summary[f"zoo/{entry.name}+crf/{key}"] = refined[key]
         caption = "image | FCN | + dense CRF | truth"
-    picture = _overlays(entry.name, data, shown, folder, crf=crf)
+    picture = _overlays(entry.name, data, num_drawn, folder, crf=crf)
     seconds = time.perf_counter() - started
     shown = ", ".join(f"{key} {metrics[key]:.3f}" for key in keys)
     console.print(f"  zoo:{entry.name} ({entry.task}): {shown}  [{seconds:.1f} s]")

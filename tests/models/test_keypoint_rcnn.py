@@ -247,6 +247,7 @@ def test_rescoring_ranks_by_box_score_times_pose_confidence():
             "boxes": torch.tensor([[0.0, 0.0, 8.0, 8.0], [10.0, 10.0, 18.0, 18.0]]),
             "labels": torch.tensor([1, 1]),
             "scores": torch.tensor([0.9, 0.6]),
+            "image_id": torch.tensor(3),  # not one value per detection: passed through
         }
     ]
     rois = [detections[0]["boxes"]]
@@ -260,7 +261,8 @@ def test_rescoring_ranks_by_box_score_times_pose_confidence():
     assert torch.equal(ranked["boxes"], detections[0]["boxes"].flip(0))
     assert torch.equal(ranked["keypoints"], plain["keypoints"].flip(0))
     assert torch.equal(ranked["keypoints_scores"], plain["keypoints_scores"].flip(0))
-    empty = [{k: v[:0] for k, v in detections[0].items()}]
+    assert int(ranked["image_id"]) == 3
+    empty = [{k: v[:0] for k, v in detections[0].items() if v.ndim}]
     nothing = add_decoded_keypoints(empty, [rois[0][:0]], logits[:0], rescore=True)[0]
     assert nothing["scores"].shape == (0,) and nothing["keypoints"].shape == (0, 2, 3)
 

@@ -332,7 +332,7 @@ def add_decoded_keypoints(
             order = rescored.argsort(descending=True)
             count = len(order)
             result = {
-                key: value[order] if torch.is_tensor(value) and len(value) == count else value
+                key: value[order] if _per_detection(value, count) else value
                 for key, value in {
                     **result,
                     "box_scores": detection["scores"],
@@ -341,6 +341,11 @@ def add_decoded_keypoints(
             }
         results.append(result)
     return results
+
+
+def _per_detection(value: object, count: int) -> bool:
+    """Whether ``value`` is a tensor with one row per detection."""
+    return torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == count
 
 
 def _check_keypoint_targets(targets: list[dict[str, Tensor]] | None) -> None:
