@@ -269,6 +269,6 @@ def test_rescoring_ranks_by_box_score_times_pose_confidence():
 
 def test_small_model_rescores_torchvision_layout_does_not():
     small = keypoint_rcnn_small_fpn(num_classes=2, num_keypoints=3, width=8, fpn_channels=16)
-    assert small.keypoint_branch.rescore
+    assert small.keypoint_branch.rescore and small.keypoint_branch.subpixel
     large = keypoint_rcnn_resnet50_fpn(num_classes=2, num_keypoints=3)
-    assert not large.keypoint_branch.rescore
+    assert not large.keypoint_branch.rescore and not large.keypoint_branch.subpixel

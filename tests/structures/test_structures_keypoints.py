@@ -91,3 +91,23 @@ def test_empty_inputs_and_validation():
         keypoints_to_heatmap_targets(torch.zeros(2, 17, 3), torch.zeros(3, 4), 56)
     with pytest.raises(ValueError, match="rois must have shape"):
         heatmaps_to_keypoints(torch.zeros(2, 17, 56, 56), torch.zeros(2, 5))
+
+
+def test_subpixel_decoding_finds_a_quadratic_peak_between_pixels():
+    size = 16  # a 16 x 16 px RoI: the resize to the RoI's pixels keeps the map as it is
+    rois = torch.tensor([[20.0, 40.0, 36.0, 56.0]])
+    ys, xs = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
+    peaks = [(7.3, 4.8), (10.6, 12.45), (0.2, 9.0)]  # (x, y) in cell units; the last at a border
+    maps = [-((xs - x) ** 2) - 2 * (ys - y) ** 2 for x, y in peaks] + [torch.zeros(size, size)]
+    heatmaps = torch.stack(maps)[None]  # (1, 4, 16, 16)
+    coarse, coarse_scores = heatmaps_to_keypoints(heatmaps, rois)
+    fine, fine_scores = heatmaps_to_keypoints(heatmaps, rois, subpixel=True)
+    expected = torch.tensor([[7.3, 4.8], [10.6, 12.45], [0.0, 9.0], [0.0, 0.0]]) + 0.5
+    expected += rois[0, :2]
+    torch.testing.assert_close(fine[0, :, :2], expected, rtol=0, atol=1e-4)
+    # without refinement: the pixel centres; the border and the flat map are not moved either way
+    assert torch.equal(
+        coarse[0, :, :2],
+        torch.tensor([[7.0, 5.0], [11.0, 12.0], [0.0, 9.0], [0.0, 0.0]]) + 0.5 + rois[0, :2],
+    )
+    assert torch.equal(coarse_scores, fine_scores)

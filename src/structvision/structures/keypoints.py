@@ -59,7 +59,9 @@ def keypoints_to_heatmap_targets(
     return target_idxs, valid
 
 
-def heatmaps_to_keypoints(heatmaps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
+def heatmaps_to_keypoints(
+    heatmaps: Tensor, rois: Tensor, *, subpixel: bool = False
+) -> tuple[Tensor, Tensor]:
     """Decode each keypoint's heatmap into an image point and a score (torchvision's method).
 
     Each RoI's ``S x S`` maps are resized with bicubic interpolation to ``ceil(h) x ceil(w)``
@@ -68,9 +70,15 @@ def heatmaps_to_keypoints(heatmaps: Tensor, rois: Tensor) -> tuple[Tensor, Tenso
     the resized map's value there is the keypoint's score. The resize runs RoI by RoI because
     every RoI has its own size.
 
+    With ``subpixel`` the peak is refined between pixels: along each axis a parabola through
+    the argmax and its two neighbours moves ``col`` (``row``) to the parabola's vertex,
+    ``0.5 (left - right) / (left - 2 centre + right)``, by at most half a pixel (no move at the
+    map's border or where the three values are not concave). Exact for a quadratic peak.
+
     Args:
         heatmaps: ``(N, K, S, S)`` keypoint logits, one set of maps per RoI.
         rois: ``(N, 4)`` ``xyxy`` RoIs in image pixels.
+        subpixel: refine each peak to a fraction of a pixel (``False``: torchvision's).
 
     Returns:
         ``(keypoints, scores)``: ``(N, K, 3)`` ``(x, y, 1)`` in image pixels and ``(N, K)`` the
@@ -97,8 +105,31 @@ def heatmaps_to_keypoints(heatmaps: Tensor, rois: Tensor) -> tuple[Tensor, Tenso
         best = roi_map.reshape(num_keypoints, -1).argmax(dim=1)  # (K,)
         cols = best % map_w
         rows = torch.div(best - cols, map_w, rounding_mode="floor")
-        keypoints[roi, :, 0] = (cols.float() + 0.5) * (widths[roi] / map_w) + offset_x[roi]
-        keypoints[roi, :, 1] = (rows.float() + 0.5) * (heights[roi] / map_h) + offset_y[roi]
+        x, y = cols.to(keypoints.dtype), rows.to(keypoints.dtype)
+        if subpixel:
+            x = x + _vertex_offset(roi_map, keypoint_idxs, rows, cols, axis=2)
+            y = y + _vertex_offset(roi_map, keypoint_idxs, rows, cols, axis=1)
+        keypoints[roi, :, 0] = (x + 0.5) * (widths[roi] / map_w) + offset_x[roi]
+        keypoints[roi, :, 1] = (y + 0.5) * (heights[roi] / map_h) + offset_y[roi]
         keypoints[roi, :, 2] = 1
         scores[roi] = roi_map[keypoint_idxs, rows, cols]
     return keypoints, scores
+
+
+def _vertex_offset(maps: Tensor, idxs: Tensor, rows: Tensor, cols: Tensor, *, axis: int) -> Tensor:
+    """``(K,)`` shift of each map's peak ``(rows, cols)`` along ``axis`` (1: rows, 2: columns)
+    to the vertex of the parabola through it and its two neighbours, within half a pixel; 0 at
+    the border and where the three values are not concave."""
+    at = cols if axis == 2 else rows
+    size = maps.shape[axis]
+    inside = (at > 0) & (at < size - 1)
+    before, after = (at - 1).clamp(min=0), (at + 1).clamp(max=size - 1)
+    if axis == 2:
+        left, right = maps[idxs, rows, before], maps[idxs, rows, after]
+    else:
+        left, right = maps[idxs, before, cols], maps[idxs, after, cols]
+    centre = maps[idxs, rows, cols]
+    curvature = left - 2 * centre + right
+    concave = inside & (curvature < 0)
+    shift = 0.5 * (left - right) / torch.where(concave, curvature, torch.ones_like(curvature))
+    return torch.where(concave, shift.clamp(-0.5, 0.5), torch.zeros_like(shift))

@@ -90,6 +90,7 @@ KEYPOINT_MODEL_OPTIONS = (
     "box_head",
     "keypoint_roi_expansion",
     "keypoint_rescoring",
+    "keypoint_subpixel",
     "trainable_layers",
     "weights_path",
     "init",
@@ -392,7 +393,8 @@ def setup_keypoint_rcnn(*, data: str, val_data: str | None, model_overrides: dic
     }
     if kwargs["arch"] == "small_fpn":  # heatmaps that reach joints just outside the box
         kwargs = {"keypoint_roi_expansion": 1.25, **kwargs}
-    kwargs = {"keypoint_rescoring": True, **kwargs}  # rank detections by their pose too
+    # rank detections by their pose too; keypoints between pixels
+    kwargs = {"keypoint_rescoring": True, "keypoint_subpixel": True, **kwargs}
     kwargs = small_model_defaults(kwargs)
     model_config = {
         "recipe": "keypoint_rcnn",

@@ -133,6 +133,7 @@ MODEL_OPTION_HELP = {
     "cache_dir": "Fast R-CNN: where Selective Search proposals are cached",
     "keypoint_roi_expansion": "keypoint heatmaps cover each box grown by this factor",
     "keypoint_rescoring": "rank detections by box score times pose confidence (true/false)",
+    "keypoint_subpixel": "refine each keypoint between pixels at its heatmap peak (true/false)",
     "keypoint_sigmas": "OKS sigmas stored with the model (for a new keypoint layout)",
     "trainable_upsampling": "FCN: learn the upsampling deconvolutions (else fixed bilinear)",
     "crf_loss_weight": "FCN: weight of the dense-CRF regularised loss (scribble training)",

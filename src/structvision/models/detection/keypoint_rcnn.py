@@ -144,6 +144,9 @@ class KeypointBranch(nn.Module):
             heatmap reach it, as top-down pose estimators do with their 1.25x person boxes.
         rescore: rank detections by their pose, not their box alone (see
             :func:`add_decoded_keypoints`; ``False`` is torchvision's).
+        subpixel: place each keypoint between pixels at its heatmap peak's parabola vertex
+            (:func:`~structvision.structures.heatmaps_to_keypoints`; ``False`` is
+            torchvision's).
     """
 
     def __init__(
@@ -154,6 +157,7 @@ class KeypointBranch(nn.Module):
         predictor: nn.Module,
         roi_expansion: float = 1.0,
         rescore: bool = False,
+        subpixel: bool = False,
     ) -> None:
         super().__init__()
         is_number = isinstance(roi_expansion, (int, float)) and not isinstance(roi_expansion, bool)
@@ -164,6 +168,7 @@ class KeypointBranch(nn.Module):
         self.predictor = predictor
         self.roi_expansion = float(roi_expansion)
         self.rescore = bool(rescore)
+        self.subpixel = bool(subpixel)
 
     def rois(self, boxes: list[Tensor]) -> list[Tensor]:
         """The regions the heatmaps cover: ``boxes`` grown by ``roi_expansion``."""
@@ -299,8 +304,9 @@ class KeypointRCNN(nn.Module):
         """Add ``keypoints (D_i, K, 3)`` and ``keypoints_scores (D_i, K)`` in input pixels."""
         rois = self.keypoint_branch.rois([detection["boxes"] for detection in detections])
         keypoint_logits = self.keypoint_branch(features, rois, image_sizes)  # (D, K, S, S)
+        branch = self.keypoint_branch
         return add_decoded_keypoints(
-            detections, rois, keypoint_logits, rescore=self.keypoint_branch.rescore
+            detections, rois, keypoint_logits, rescore=branch.rescore, subpixel=branch.subpixel
         )
 
 
@@ -310,9 +316,11 @@ def add_decoded_keypoints(
     keypoint_logits: Tensor,
     *,
     rescore: bool = False,
+    subpixel: bool = False,
 ) -> list[dict[str, Tensor]]:
     """``detections`` with ``keypoints (D_i, K, 3)`` and ``keypoints_scores (D_i, K)`` decoded
-    from ``(D, K, S, S)`` heatmap logits over each image's ``rois`` (image by image).
+    from ``(D, K, S, S)`` heatmap logits over each image's ``rois`` (image by image), to a
+    fraction of a pixel with ``subpixel`` (:func:`~structvision.structures.heatmaps_to_keypoints`).
 
     With ``rescore`` each detection's ``scores`` becomes its box score times its pose
     confidence, the mean over keypoints of the heatmap's peak probability (softmax over the
@@ -324,7 +332,7 @@ def add_decoded_keypoints(
     for detection, image_rois, image_logits in zip(
         detections, rois, keypoint_logits.split([len(r) for r in rois]), strict=True
     ):
-        keypoints, scores = heatmaps_to_keypoints(image_logits, image_rois)
+        keypoints, scores = heatmaps_to_keypoints(image_logits, image_rois, subpixel=subpixel)
         result = {**detection, "keypoints": keypoints, "keypoints_scores": scores}
         if rescore:
             confidence = image_logits.flatten(2).softmax(dim=-1).amax(dim=-1).mean(dim=1)
@@ -379,6 +387,7 @@ def keypoint_rcnn(
     keypoint_layers: Sequence[int] = (512,) * 8,
     keypoint_roi_expansion: float = 1.0,
     keypoint_rescoring: bool = False,
+    keypoint_subpixel: bool = False,
     **detector_settings,
 ) -> KeypointRCNN:
     """Assemble a Keypoint R-CNN: `faster_rcnn`'s detector plus a keypoint branch.
@@ -393,6 +402,8 @@ def keypoint_rcnn(
             (:class:`KeypointBranch`'s ``roi_expansion``; 1 is torchvision's).
         keypoint_rescoring: detection scores times the pose confidence
             (:func:`add_decoded_keypoints`; ``False`` is torchvision's).
+        keypoint_subpixel: keypoints refined between pixels (:class:`KeypointBranch`'s
+            ``subpixel``; ``False`` is torchvision's).
         **detector_settings: every other argument of
             :func:`~structvision.models.detection.faster_rcnn` (``backbone``, anchors,
             ``box_roi_pool``, thresholds, transform sizes, ...).
@@ -405,6 +416,7 @@ def keypoint_rcnn(
         predictor=KeypointPredictor(head.out_channels, num_keypoints),
         roi_expansion=keypoint_roi_expansion,
         rescore=keypoint_rescoring,
+        subpixel=keypoint_subpixel,
     )
     return KeypointRCNN(
         transform=detector.transform,
@@ -462,13 +474,15 @@ def keypoint_rcnn_small_fpn(
     roi_canonical_scale: int = 224,
     box_head: str | nn.Module = "mlp",
     keypoint_rescoring: bool = True,
+    keypoint_subpixel: bool = True,
     **overrides,
 ) -> KeypointRCNN:
     """A small Keypoint R-CNN with FPN that trains from scratch on a CPU
     (cf. `faster_rcnn_small_fpn`); the keypoint head has four convolutions of ``2 *
     fpn_channels`` channels. ``roi_canonical_scale`` is the box side (pixels) that both poolers
     assign to ``p4``. Unlike torchvision's model it ranks detections by box score times pose
-    confidence (``keypoint_rescoring``, :func:`add_decoded_keypoints`)."""
+    confidence (``keypoint_rescoring``, :func:`add_decoded_keypoints`) and places keypoints
+    between pixels (``keypoint_subpixel``)."""
     head = small_box_head(
         box_head, channels=fpn_channels, representation_size=overrides.get("representation_size")
     )
@@ -487,6 +501,7 @@ def keypoint_rcnn_small_fpn(
         ),
         "keypoint_layers": (2 * fpn_channels,) * 4,
         "keypoint_rescoring": keypoint_rescoring,
+        "keypoint_subpixel": keypoint_subpixel,
         **overrides,
     }
     return keypoint_rcnn(

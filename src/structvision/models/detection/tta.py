@@ -207,7 +207,9 @@ class FlipTTA(nn.Module):
         logits_mirrored = branch(features_mirrored, _flip_each(rois, widths), sizes)
         order = self.keypoint_order.to(logits.device)
         logits = (logits + logits_mirrored.flip(-1)[:, order]) / 2
-        return add_decoded_keypoints(detections, rois, logits, rescore=branch.rescore)
+        return add_decoded_keypoints(
+            detections, rois, logits, rescore=branch.rescore, subpixel=branch.subpixel
+        )
 
 
 def _features(model: nn.Module, tensors: Tensor) -> dict[str, Tensor]:
