@@ -283,3 +283,37 @@ def test_overfits_one_batch(mask_pooler):
     assert all(torch.isfinite(torch.tensor(mask_losses)))
     assert min(mask_losses[-5:]) < mask_losses[0] / 4  # about 0.9 -> 0.12
     assert min(mask_losses[-5:]) < 0.2  # far below the 0.69 of predicting 0.5 everywhere
+
+
+def test_mask_rescoring_ranks_by_box_score_times_maskness():
+    from structvision.models.detection.mask_rcnn import paste_detection_masks
+
+    # two boxes covering a whole 8 x 8 image, so each 28 x 28 mask pastes onto all its pixels
+    vague = torch.full((1, 28, 28), 0.6)  # claims every pixel at 0.6: maskness 0.6
+    crisp = torch.zeros(1, 28, 28)
+    crisp[:, :, :14] = 0.9  # claims the left half at 0.9: maskness 0.9
+    detections = [
+        {
+            "boxes": torch.tensor([[0.0, 0.0, 8.0, 8.0], [0.0, 0.0, 8.0, 8.0]]),
+            "labels": torch.tensor([1, 2]),
+            "scores": torch.tensor([0.8, 0.7]),
+            "masks": torch.stack([vague, crisp]),
+        }
+    ]
+    plain = paste_detection_masks([dict(detections[0])], [(8, 8)])[0]
+    assert torch.equal(plain["scores"], detections[0]["scores"]) and "box_scores" not in plain
+    ranked = paste_detection_masks([dict(detections[0])], [(8, 8)], rescore=True)[0]
+    torch.testing.assert_close(ranked["scores"], torch.tensor([0.7 * 0.9, 0.8 * 0.6]))
+    torch.testing.assert_close(ranked["box_scores"], torch.tensor([0.7, 0.8]))
+    assert torch.equal(ranked["labels"], torch.tensor([2, 1]))
+    assert torch.equal(ranked["masks"], plain["masks"].flip(0))
+    empty = {k: v[:0] for k, v in detections[0].items()}
+    nothing = paste_detection_masks([empty], [(8, 8)], rescore=True)[0]
+    assert nothing["scores"].shape == (0,) and nothing["masks"].shape == (0, 1, 8, 8)
+
+
+def test_small_mask_model_rescores_torchvision_layout_does_not():
+    from structvision.models.detection import mask_rcnn_resnet50_fpn
+
+    assert mask_rcnn_small_fpn(num_classes=3, width=8, fpn_channels=16).mask_branch.rescore
+    assert not mask_rcnn_resnet50_fpn(num_classes=3).mask_branch.rescore

@@ -92,7 +92,8 @@ def test_flip_tta_differs_from_one_view_and_keeps_the_output_contract():
     with torch.no_grad():
         single = tta.model([image])[0]
     averaged = tta([image])[0]
-    assert set(averaged) == set(single) == {"boxes", "labels", "scores", "masks"}
+    fields = {"boxes", "labels", "scores", "masks", "box_scores"}  # the small model rescores
+    assert set(averaged) == set(single) == fields
     assert averaged["masks"].shape == (len(averaged["boxes"]), 1, 64, 80)
     assert not torch.allclose(averaged["scores"][:10], single["scores"][:10])
     assert (averaged["boxes"][:, 2:] <= torch.tensor([80.0, 64.0])).all()

@@ -65,6 +65,7 @@ KEYPOINT_ARCHITECTURES = ("small_fpn", "resnet50_fpn")
 MASK_MODEL_OPTIONS = (
     "arch",
     "mask_pooler",
+    "mask_rescoring",
     "width",
     "norm",
     "fpn_channels",
@@ -353,6 +354,7 @@ def setup_mask_rcnn(*, data: str, val_data: str | None, model_overrides: dict) -
         {
             "arch": "small_fpn",
             "mask_pooler": "align",
+            "mask_rescoring": True,  # rank detections by their mask's confidence too
             "num_classes": len(class_names),
             **model_overrides,
         }

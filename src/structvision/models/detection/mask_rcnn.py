@@ -147,13 +147,18 @@ class MaskBranch(nn.Module):
             ``MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 14, 2)``.
         head: ``(K, C, S, S) -> (K, D, S, S)``.
         predictor: ``(K, D, S, S) -> (K, num_classes, M, M)``.
+        rescore: rank detections by their mask's confidence too (see
+            :func:`paste_detection_masks`; ``False`` is torchvision's).
     """
 
-    def __init__(self, *, roi_pool: nn.Module, head: nn.Module, predictor: nn.Module) -> None:
+    def __init__(
+        self, *, roi_pool: nn.Module, head: nn.Module, predictor: nn.Module, rescore: bool = False
+    ) -> None:
         super().__init__()
         self.roi_pool = roi_pool
         self.head = head
         self.predictor = predictor
+        self.rescore = bool(rescore)
 
     def forward(
         self,
@@ -304,7 +309,7 @@ class MaskRCNN(nn.Module):
         detections, _ = self.roi_heads(features, proposals, batch.image_sizes)
         detections = self._predict_masks(features, batch.image_sizes, detections)
         detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
-        return paste_detection_masks(detections, original_sizes)
+        return paste_detection_masks(detections, original_sizes, rescore=self.mask_branch.rescore)
 
     def _mask_loss(
         self,
@@ -348,15 +353,44 @@ class MaskRCNN(nn.Module):
 
 
 def paste_detection_masks(
-    detections: list[dict[str, Tensor]], image_sizes: list[tuple[int, int]]
+    detections: list[dict[str, Tensor]],
+    image_sizes: list[tuple[int, int]],
+    *,
+    rescore: bool = False,
 ) -> list[dict[str, Tensor]]:
     """Paste each detection's ``(D, 1, M, M)`` box-relative mask probabilities into its image:
-    ``masks (D, 1, H, W)`` at the (input-image) ``boxes``, in place, per image."""
+    ``masks (D, 1, H, W)`` at the (input-image) ``boxes``, per image.
+
+    With ``rescore`` each detection's ``scores`` becomes its box score times its mask's
+    "maskness" (SOLO, Wang et al. 2020): the mean probability over the pixels the mask claims
+    (probability > 0.5; 0 for an empty mask), and the detections are re-sorted by it;
+    ``box_scores`` keeps the box score. A confident box with a vague mask then ranks below one
+    with a crisp mask, which is what mask AP rewards."""
+    results = []
     for detection, size in zip(detections, image_sizes, strict=True):
-        detection["masks"] = paste_masks_in_image(
-            detection["masks"][:, 0], detection["boxes"], size
-        )[:, None]
-    return detections
+        masks = paste_masks_in_image(detection["masks"][:, 0], detection["boxes"], size)[:, None]
+        result = {**detection, "masks": masks}
+        if rescore:
+            probabilities = masks.flatten(1).float()
+            claimed = probabilities > 0.5
+            maskness = (probabilities * claimed).sum(1) / claimed.sum(1).clamp(min=1)
+            rescored = detection["scores"] * maskness.to(detection["scores"].dtype)
+            order = rescored.argsort(descending=True)
+            result = {
+                key: value[order] if _per_detection(value, len(order)) else value
+                for key, value in {
+                    **result,
+                    "box_scores": detection["scores"],
+                    "scores": rescored,
+                }.items()
+            }
+        results.append(result)
+    return results
+
+
+def _per_detection(value: object, count: int) -> bool:
+    """Whether ``value`` is a tensor with one row per detection."""
+    return torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == count
 
 
 def _check_mask_targets(images: list[Tensor], targets: list[dict[str, Tensor]] | None) -> None:
@@ -421,6 +455,7 @@ def mask_rcnn(
     mask_layers: Sequence[int] = (256, 256, 256, 256),
     mask_dim_reduced: int = 256,
     mask_norm_layer: Callable[[int], nn.Module] | None = None,
+    mask_rescoring: bool = False,
     **detector_settings,
 ) -> MaskRCNN:
     """Assemble a Mask R-CNN: `faster_rcnn`'s detector plus a mask branch.
@@ -432,6 +467,8 @@ def mask_rcnn(
         mask_layers: widths of :class:`MaskHead`'s convolutions.
         mask_dim_reduced: channels of :class:`MaskPredictor`'s transposed convolution.
         mask_norm_layer: norm of the mask head (``nn.BatchNorm2d`` in torchvision's v2).
+        mask_rescoring: detection scores times the mask's maskness
+            (:func:`paste_detection_masks`; ``False`` is torchvision's).
         **detector_settings: every other argument of
             :func:`~structvision.models.detection.faster_rcnn` (``backbone``, anchors,
             ``box_roi_pool``, thresholds, transform sizes, ...).
@@ -442,6 +479,7 @@ def mask_rcnn(
         roi_pool=mask_roi_pool,
         head=head,
         predictor=MaskPredictor(head.out_channels, mask_dim_reduced, num_classes),
+        rescore=mask_rescoring,
     )
     return MaskRCNN(
         transform=detector.transform,
@@ -527,6 +565,7 @@ def mask_rcnn_small_fpn(
     fpn_channels: int = 64,
     roi_canonical_scale: int = 224,
     box_head: str | nn.Module = "mlp",
+    mask_rescoring: bool = True,
     **overrides,
 ) -> MaskRCNN:
     """A small Mask R-CNN with FPN that trains from scratch on a CPU (cf. `faster_rcnn_small_fpn`).
@@ -534,6 +573,8 @@ def mask_rcnn_small_fpn(
     The mask head has four convolutions of ``fpn_channels`` channels. ``mask_pooler="pool"``
     uses RoIPool instead of RoIAlign in the box and mask branches (the RoIAlign ablation).
     ``roi_canonical_scale`` is the box side (pixels) that both poolers assign to ``p4``.
+    Unlike torchvision's model it ranks detections by box score times maskness
+    (``mask_rescoring``, :func:`paste_detection_masks`).
     """
     head = small_box_head(
         box_head, channels=fpn_channels, representation_size=overrides.get("representation_size")
@@ -552,6 +593,7 @@ def mask_rcnn_small_fpn(
         "mask_roi_pool": mask_roi_pool,
         "mask_layers": (fpn_channels,) * 4,
         "mask_dim_reduced": fpn_channels,
+        "mask_rescoring": mask_rescoring,
         **overrides,
     }
     return mask_rcnn(

@@ -147,7 +147,9 @@ class FlipTTA(nn.Module):
             detections = self._add_keypoints(features, features_mirrored, sizes, widths, detections)
         detections = model.transform.postprocess(detections, sizes, original_sizes)
         if isinstance(model, MaskRCNN):
-            detections = paste_detection_masks(detections, original_sizes)
+            detections = paste_detection_masks(
+                detections, original_sizes, rescore=model.mask_branch.rescore
+            )
         return detections
 
     def _merge_proposals(
