@@ -230,7 +230,9 @@ class KeypointRCNN(nn.Module):
     visibility)`` in every target returns ``loss_objectness``, ``loss_rpn_box_reg``,
     ``loss_classifier``, ``loss_box_reg`` and ``loss_keypoint``. Eval: ``model(images)`` returns
     per image ``boxes (D, 4)``, ``labels (D,)``, ``scores (D,)``, ``keypoints (D, K, 3)`` as
-    ``(x, y, 1)`` and ``keypoints_scores (D, K)``, in input-image pixels.
+    ``(x, y, 1)`` and ``keypoints_scores (D, K)``, in input-image pixels; with the keypoint
+    branch's ``rescore`` the scores are box scores times pose confidence and ``box_scores
+    (D,)`` holds the box scores (:func:`add_decoded_keypoints`).
     """
 
     def __init__(

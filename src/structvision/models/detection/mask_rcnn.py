@@ -269,7 +269,9 @@ class MaskRCNN(nn.Module):
     Training: ``model(images, targets)`` with ``masks (N_i, H_i, W_i)`` uint8 in every target
     returns ``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg`` and
     ``loss_mask``. Eval: ``model(images)`` returns per image ``boxes (D, 4)``, ``labels (D,)``,
-    ``scores (D,)`` and ``masks (D, 1, H, W)`` float probabilities, in input-image pixels.
+    ``scores (D,)`` and ``masks (D, 1, H, W)`` float probabilities, in input-image pixels;
+    with the mask branch's ``rescore`` the scores are box scores times maskness and
+    ``box_scores (D,)`` holds the box scores (:func:`paste_detection_masks`).
     """
 
     def __init__(
