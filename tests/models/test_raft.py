@@ -137,15 +137,16 @@ def test_correlation_stays_float32_under_bf16_autocast():
 
 
 def test_instance_norm_equals_torch_instance_norm_both_ways():
-    from structvision.models.flow.raft import InstanceNorm
+    from structvision.models.flow.raft import _norm
 
     torch.manual_seed(0)
     x = (torch.randn(3, 5, 7, 9) * 4 + 2).requires_grad_()
     upstream = torch.randn(3, 5, 7, 9)
-    ours = InstanceNorm(5)(x)
+    norm = _norm("instance", 5)
+    ours = norm(x)
     (gradient,) = torch.autograd.grad(ours, x, upstream)
     reference = nn.InstanceNorm2d(5)(x)
     (expected,) = torch.autograd.grad(reference, x, upstream)
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
     torch.testing.assert_close(gradient, expected, rtol=0, atol=1e-5)
-    assert InstanceNorm(5).state_dict().keys() == nn.InstanceNorm2d(5).state_dict().keys()
+    assert norm.state_dict().keys() == nn.InstanceNorm2d(5).state_dict().keys()

@@ -41,7 +41,11 @@ from structvision.models.detection.faster_rcnn import (
     faster_rcnn,
     small_box_head,
 )
-from structvision.models.detection.roi_heads import RoIHeads, select_positive_samples
+from structvision.models.detection.roi_heads import (
+    RoIHeads,
+    rerank_detections,
+    select_positive_samples,
+)
 from structvision.models.detection.rpn import RegionProposalNetwork
 from structvision.models.detection.transform import DetectionTransform
 from structvision.models.fpn import BackboneWithFPN, FeaturePyramidNetwork
@@ -338,24 +342,9 @@ def add_decoded_keypoints(
         result = {**detection, "keypoints": keypoints, "keypoints_scores": scores}
         if rescore:
             confidence = image_logits.flatten(2).softmax(dim=-1).amax(dim=-1).mean(dim=1)
-            rescored = detection["scores"] * confidence.to(detection["scores"].dtype)
-            order = rescored.argsort(descending=True)
-            count = len(order)
-            result = {
-                key: value[order] if _per_detection(value, count) else value
-                for key, value in {
-                    **result,
-                    "box_scores": detection["scores"],
-                    "scores": rescored,
-                }.items()
-            }
+            result = rerank_detections(result, confidence)
         results.append(result)
     return results
-
-
-def _per_detection(value: object, count: int) -> bool:
-    """Whether ``value`` is a tensor with one row per detection."""
-    return torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == count
 
 
 def _check_keypoint_targets(targets: list[dict[str, Tensor]] | None) -> None:

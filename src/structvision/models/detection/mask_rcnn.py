@@ -47,6 +47,7 @@ from structvision.models.detection.roi_heads import (
     ConvFCHead,
     RoIHeads,
     _conv_norm_relu,
+    rerank_detections,
     select_positive_samples,
 )
 from structvision.models.detection.rpn import RegionProposalNetwork, RPNHead
@@ -376,23 +377,9 @@ def paste_detection_masks(
             probabilities = masks.flatten(1).float()
             claimed = probabilities > 0.5
             maskness = (probabilities * claimed).sum(1) / claimed.sum(1).clamp(min=1)
-            rescored = detection["scores"] * maskness.to(detection["scores"].dtype)
-            order = rescored.argsort(descending=True)
-            result = {
-                key: value[order] if _per_detection(value, len(order)) else value
-                for key, value in {
-                    **result,
-                    "box_scores": detection["scores"],
-                    "scores": rescored,
-                }.items()
-            }
+            result = rerank_detections(result, maskness)
         results.append(result)
     return results
-
-
-def _per_detection(value: object, count: int) -> bool:
-    """Whether ``value`` is a tensor with one row per detection."""
-    return torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == count
 
 
 def _check_mask_targets(images: list[Tensor], targets: list[dict[str, Tensor]] | None) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "decode_box_predictions",
     "fastrcnn_loss",
     "postprocess_box_detections",
+    "rerank_detections",
     "select_box_detections",
     "select_positive_samples",
 ]
@@ -501,6 +502,22 @@ def select_box_detections(
         kept = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
         detections.append({"boxes": boxes[kept], "labels": labels[kept], "scores": scores[kept]})
     return detections
+
+
+def rerank_detections(detection: dict[str, Tensor], quality: Tensor) -> dict[str, Tensor]:
+    """``detection`` with ``scores`` multiplied by a per-detection ``quality (D,)`` (a mask's or
+    a pose's confidence), every per-detection tensor re-sorted by the new score, and the box
+    scores kept as ``box_scores``."""
+    box_scores = detection["scores"]
+    scores = box_scores * quality.to(box_scores.dtype)
+    order = scores.argsort(descending=True)
+    count = len(order)
+    return {
+        key: value[order]
+        if torch.is_tensor(value) and value.ndim and len(value) == count
+        else value
+        for key, value in {**detection, "box_scores": box_scores, "scores": scores}.items()
+    }
 
 
 def _clip_per_roi(
