@@ -16,6 +16,7 @@ into OUT/results.json.
 
     python benchmarks/bench_flow.py --rows dis,farneback,tvl1
     python benchmarks/bench_flow.py --rows raft_small,flownet_s --out runs/bench_flow
+    python benchmarks/bench_flow.py --rows raft_small --resume   # after a SIGTERM
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from structvision.data.spec import build_dataset
+from structvision.engine.signals import TrainingInterrupted
 from structvision.evaluation.flow import FlowEvaluator
 from structvision.models.flow import ClassicalFlow
 from structvision.tasks import load_trained_model, run_train
@@ -58,21 +60,25 @@ def _row(name: str, args: argparse.Namespace, dataset) -> dict:
         return {"method": name, **preset, **_score(ClassicalFlow(name, **preset), dataset)}
     out = args.out / name
     started = time.perf_counter()
-    run_train(
-        name,
-        data=args.train_data,
-        val_data=f"world-flow:num_images={args.val_pairs}",
-        out=out,
-        max_steps=args.steps,
-        overrides={"progress": "false"},
-    )
-    minutes = (time.perf_counter() - started) / 60
+    if args.resume and (out / "checkpoints").is_dir():  # the run keeps its own settings
+        run_train(name, out=out, resume=True, overrides={"progress": "false"})
+        minutes = None  # only this part's wall time would be known
+    else:
+        run_train(
+            name,
+            data=args.train_data,
+            val_data=f"world-flow:num_images={args.val_pairs}",
+            out=out,
+            max_steps=args.steps,
+            overrides={"progress": "false"},
+        )
+        minutes = round((time.perf_counter() - started) / 60, 1)
     config = json.loads((out / "config.json").read_text())
     _, model, _ = load_trained_model(out)
     return {
         "recipe": name,
         "steps": config["train"]["max_steps"],
-        "train_minutes": round(minutes, 1),
+        "train_minutes": minutes,
         **_score(model, dataset),
     }
 
@@ -92,6 +98,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench_flow"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue trained rows whose run was stopped (SIGTERM) from their last checkpoint",
+    )
     args = parser.parse_args()
     rows = args.rows.split(",")
     unknown = [row for row in rows if row not in LEARNED + CLASSICAL]
@@ -102,7 +113,10 @@ def main() -> None:
     dataset = [held_out[index] for index in range(len(held_out))]  # rendered once for all rows
     args.out.mkdir(parents=True, exist_ok=True)
     for name in rows:
-        result = _row(name, args, dataset)
+        try:
+            result = _row(name, args, dataset)
+        except TrainingInterrupted as stopped:
+            raise SystemExit(f"row {name}: {stopped}; continue it with --resume") from None
         print(json.dumps({name: result}), flush=True)
         path = args.out / "results.json"
         results = json.loads(path.read_text()) if path.is_file() else {}

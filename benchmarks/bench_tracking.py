@@ -1,6 +1,11 @@
 """Single-object tracking on held-out ``world-track`` sequences: SINT (with and without box
 regression, and the query-updating counter-example), SiamFC and OpenCV's CSRT, KCF and MIL.
 
+Rows of SINT: ``sint`` (the tracker's defaults: the learned regression head refines each box
+when the network has one), ``sint_plain`` (no refinement), ``sint_regression`` (the paper's
+first-frame ridge regression instead of the head), ``sint_update`` (the query replaced by
+every output).
+
 One-pass evaluation (got10k's conventions, ``TrackingEvaluator``): success AUC, precision at
 20 px, normalised precision, GOT-10k's AO, frames per second (one process, ``--threads``),
 overall and per OTB attribute. The sequences are rendered once and shared by every tracker.
@@ -24,7 +29,7 @@ from structvision.evaluation.tracking import TrackingEvaluator
 from structvision.tasks.tracking import tracker_for
 from structvision.viz import plot_tracking_curves
 
-ROWS = ("sint", "sint_regression", "sint_update", "siamfc", "csrt", "kcf", "mil")
+ROWS = ("sint", "sint_plain", "sint_regression", "sint_update", "siamfc", "csrt", "kcf", "mil")
 
 
 def _tracker(name: str, args: argparse.Namespace):
@@ -35,6 +40,7 @@ def _tracker(name: str, args: argparse.Namespace):
             raise SystemExit(f"--rows {name} needs --sint RUN")
         settings = {
             "box_regression": name == "sint_regression",
+            "learned_regression": name not in ("sint_plain", "sint_regression"),
             "update_query": name == "sint_update",
         }
         return tracker_for(args.sint, **settings)

@@ -1,5 +1,6 @@
 """SINT: the contrastive loss by hand, candidate and training-box sampling, overfitting a pair,
-and tracking a moving textured square with the overfitted network."""
+tracking a moving textured square with the overfitted network, and the learned box head
+following a stretching one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from structvision.evaluation.tracking import paired_iou
 from structvision.models.tracking.sint import (
     SINTTracker,
+    _apply_offsets,
     contrastive_loss,
     radius_candidates,
     ridge_fit,
@@ -50,19 +52,21 @@ def test_training_boxes_follow_the_iou_rule():
     assert (iou[labels == 1] > 0.7).all() and (iou[labels == 0] < 0.5).all()
 
 
-def _scene(frames=12):
+def _scene(frames=12, stretch=0):
+    """A textured square moving over a blurred random background; ``stretch`` pixels wider
+    every frame (the texture stretched with it)."""
     generator = torch.Generator().manual_seed(0)
     background = torch.rand(3, 16, 24, generator=generator) * 0.4
     background = torch.nn.functional.interpolate(background[None], size=(96, 128))[0]
-    patch = torch.rand(3, 4, 4, generator=generator) * 0.5 + 0.5
-    patch = torch.nn.functional.interpolate(patch[None], size=(24, 24))[0]
+    texture = torch.rand(3, 4, 4, generator=generator) * 0.5 + 0.5
     images, boxes = [], []
     for t in range(frames):
-        x, y = 20 + 4 * t, 30 + 2 * t
+        x, y, width = 20 + 4 * t, 30 + 2 * t, 24 + stretch * t
+        patch = torch.nn.functional.interpolate(texture[None], size=(24, width))[0]
         image = background.clone()
-        image[:, y : y + 24, x : x + 24] = patch
+        image[:, y : y + 24, x : x + width] = patch
         images.append(image)
-        boxes.append([x, y, x + 24, y + 24])
+        boxes.append([x, y, x + width, y + 24])
     return images, torch.tensor(boxes, dtype=torch.float64)
 
 
@@ -113,3 +117,86 @@ def test_ridge_fit_equals_the_primal_solution_with_an_unpenalised_intercept():
     # a vanishing penalty interpolates the samples (n < D)
     exact_w, exact_b = ridge_fit(features, targets, 1e-9)
     assert torch.allclose(features @ exact_w + exact_b, targets, atol=1e-5)
+
+
+def test_the_learned_regression_head_follows_a_stretching_object():
+    torch.manual_seed(0)
+    images, truth = _scene(stretch=3)
+    model = sint_small(width=8, embedding=32, regression_head=True, regression_hidden=64)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(1)
+
+    def near_boxes(box, generator):
+        near, overlapping = sample_training_boxes(
+            box, generator, count=32, positive_iou=0.4, image_size=(96, 128)
+        )
+        return near[overlapping > 0]
+
+    box_losses = []
+    for step in range(150):
+        j = 1 + step % 11
+        boxes, labels = sample_training_boxes(truth[j], generator, count=24, image_size=(96, 128))
+        target = {
+            "query_box": truth[0].float(),
+            "boxes": boxes,
+            "labels": labels,
+            "box": truth[j].float(),
+            "reg_boxes": near_boxes(truth[j], generator),
+        }
+        losses = model([torch.cat([images[0], images[j]])], [target])
+        optimizer.zero_grad()
+        (losses["loss_contrastive"] + losses["loss_box_reg"]).backward()
+        optimizer.step()
+        box_losses.append(losses["loss_box_reg"].item())
+    assert sum(box_losses[-5:]) < 0.5 * sum(box_losses[:5])
+    model.eval()
+    # the head moves boxes it has not seen towards the target
+    near = near_boxes(truth[9], torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        query = model.describe(model.feature_maps(images[0][None]), [truth[0].float()[None]])
+        described = model.describe(model.feature_maps(images[9][None]), [near])
+        offsets = model.regress(query.expand(len(near), -1), described)
+    moved = torch.stack(
+        [_apply_offsets(b.double(), o.double()) for b, o in zip(near, offsets, strict=True)]
+    )
+    before = box_iou(near, truth[9].float()[None]).mean()
+    assert box_iou(moved.float(), truth[9].float()[None]).mean() > before + 0.1
+    # and a tracker refining its box follows the stretch that fixed-aspect candidates cannot
+    refined, _ = SINTTracker(model).track(images, truth[0])
+    plain, _ = SINTTracker(model, learned_regression=False).track(images, truth[0])
+    late = slice(6, None)  # the box has grown by three quarters of its first width or more
+    assert paired_iou(refined, truth)[late].mean() > paired_iou(plain, truth)[late].mean() + 0.1
+
+
+def test_a_network_without_the_regression_head_cannot_regress():
+    model = sint_small(width=8, embedding=32)
+    assert SINTTracker(model).learned_regression is False
+    with pytest.raises(RuntimeError, match="no regression head"):
+        model.regress(torch.zeros(1, 8), torch.zeros(1, 8))
+    headed = sint_small(width=8, embedding=32, regression_head=True)
+    pair = torch.rand(6, 64, 64)
+    target = {
+        "query_box": torch.tensor([8.0, 8, 30, 30]),
+        "boxes": torch.tensor([[8.0, 8, 30, 30]]),
+        "labels": torch.ones(1),
+    }
+    with pytest.raises(ValueError, match="box"):
+        headed([pair], [target])
+
+
+def test_the_regression_loss_trains_the_head_alone():
+    model = sint_small(width=8, embedding=32, regression_head=True)
+    box = torch.tensor([8.0, 8, 30, 30])
+    target = {
+        "query_box": box,
+        "boxes": torch.tensor([[8.0, 8, 30, 30], [30.0, 30, 60, 60]]),
+        "labels": torch.tensor([1.0, 0.0]),
+        "box": box,
+        "reg_boxes": torch.tensor([[10.0, 6, 34, 28]]),
+    }
+    model([torch.rand(6, 64, 64)], [target])["loss_box_reg"].backward()
+    head = {id(p) for p in model.regression_head.parameters()}
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in model.regression_head.parameters()
+    )
+    assert all(p.grad is None for p in model.parameters() if id(p) not in head)

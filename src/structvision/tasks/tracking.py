@@ -33,6 +33,7 @@ SINT_OPTIONS = (
     "pooler",
     "margin",
     "caffe_loss",
+    "regression_head",
     "pretrained",
 )
 SIAMFC_OPTIONS = ("width", "exemplar_size", "search_size")
@@ -109,7 +110,16 @@ class TrackingPairs(Dataset):
 
         size = tuple(frames.shape[-2:])
         candidates, labels = sample_training_boxes(boxes[1], generator, count=32, image_size=size)
-        target = {"query_box": boxes[0].float(), "boxes": candidates, "labels": labels}
+        near, overlapping = sample_training_boxes(
+            boxes[1], generator, count=32, positive_iou=0.4, image_size=size
+        )
+        target = {
+            "query_box": boxes[0].float(),
+            "boxes": candidates,
+            "labels": labels,
+            "box": boxes[1].float(),  # for the regression head: the target, and boxes to refine
+            "reg_boxes": near[overlapping > 0],
+        }
         return torch.cat([frames[0], frames[1]]), target
 
     def _siamfc(self, frames: Tensor, boxes: Tensor, generator: torch.Generator):

@@ -16,10 +16,19 @@ IoU > 0.7, negatives by IoU < 0.5 (the paper's thresholds; others are not used).
 contrastive loss on the descriptors' distance ``d``: ``y d^2 / 2 + (1 - y) max(0, m - d)^2 / 2``
 (``m`` the margin), or Caffe's variant ``(1 - y) max(0, m - d^2) / 2`` for negatives.
 
+With ``regression_head`` the network also learns to refine a box: a small MLP on the query's and a
+candidate's descriptors predicts R-CNN offsets from the candidate to the target, trained with
+the smooth L1 loss on boxes of the search frame that overlap the target by IoU > 0.4. Its
+loss does not reach the descriptors, so the matching is learned as without it. SINT's
+candidates keep the previous box's aspect ratio and change scale in coarse steps; the head
+lets the box follow a turning or rolling object. It is learned offline, like the descriptors,
+and never updated while tracking.
+
 Tracking (:class:`SINTTracker`): candidates on circles around the previous box centre (radius
 up to ``search_radius`` times the box's size, :func:`radius_candidates`) at three scales, all
-scored from one forward pass of the frame; the best one is the new box. Optionally a ridge
-regression, fitted on the first frame only, refines the chosen box (SINT's box regression).
+scored from one forward pass of the frame; the best one is the new box, refined by the learned
+head when the network has one. Optionally a ridge regression, fitted on the first frame only,
+refines the chosen box instead (SINT's box regression).
 """
 
 from __future__ import annotations
@@ -46,6 +55,9 @@ __all__ = [
     "sample_training_boxes",
     "sint_small",
 ]
+
+#: The learned head predicts R-CNN offsets divided by these (Fast R-CNN's weights 10, 10, 5, 5).
+OFFSET_STD = (0.1, 0.1, 0.2, 0.2)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -147,6 +159,8 @@ class SINT(nn.Module):
         embedding: width of the fully connected layer on the last map (0: none).
         pooler: ``"align"`` (RoIAlign) or ``"pool"`` (RoIPool, the paper's).
         margin: the contrastive loss' margin; ``caffe_loss`` its Caffe form.
+        regression_head: also learn the box regression head (module docstring), of ``regression_hidden``
+            units, its loss weighted by ``regression_weight``.
     """
 
     def __init__(
@@ -161,6 +175,9 @@ class SINT(nn.Module):
         margin: float = 1.0,
         caffe_loss: bool = False,
         channels: dict[str, int] | None = None,
+        regression_head: bool = False,
+        regression_hidden: int = 256,
+        regression_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if pooler not in ("align", "pool"):
@@ -181,6 +198,17 @@ class SINT(nn.Module):
             if embedding
             else None
         )
+        self.regression_weight = regression_weight
+        self.regression_head = None
+        if regression_head:
+            width = sum(channels[name] * pool_size**2 for name in self.layers[:-1])
+            width += embedding or channels[last] * pool_size**2
+            self.regression_head = nn.Sequential(
+                nn.Linear(2 * width, regression_hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(regression_hidden, 4),
+            )
+        self.register_buffer("offset_std", torch.tensor(OFFSET_STD), persistent=False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -201,6 +229,20 @@ class SINT(nn.Module):
                 pooled = self.fc(pooled)
             parts.append(F.normalize(pooled, dim=1))
         return F.normalize(torch.cat(parts, dim=1), dim=1)
+
+    def regress(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        """R-CNN offsets ``(N, 4)`` from each candidate to the target, predicted by the learned
+        head from the query's and the candidate's descriptors (both ``(N, D)``)."""
+        if self.regression_head is None:
+            raise RuntimeError(
+                "this SINT network has no regression head (built with regression_head=False)"
+            )
+        return self._normalised_offsets(queries, candidates) * self.offset_std
+
+    def _normalised_offsets(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        # unit descriptors scaled to unit mean square per element, the scale MLPs train at
+        pairs = torch.cat([queries, candidates], dim=1) * math.sqrt(queries.shape[1])
+        return self.regression_head(pairs)
 
     def forward(self, images: Any, targets: Sequence[dict] | None = None):
         """Training: ``images`` are ``(6, H, W)`` frame pairs (query frame, then search frame)
@@ -231,7 +273,36 @@ class SINT(nn.Module):
         loss = contrastive_loss(
             repeated, candidates, labels, margin=self.margin, caffe=self.caffe_loss
         )
-        return {"loss_contrastive": loss}
+        if self.regression_head is None:
+            return {"loss_contrastive": loss}
+        return {
+            "loss_contrastive": loss,
+            "loss_box_reg": self._regression_loss(queries, search_maps, targets),
+        }
+
+    def _regression_loss(
+        self, queries: Tensor, maps: dict[str, Tensor], targets: Sequence[dict]
+    ) -> Tensor:
+        missing = [key for key in ("box", "reg_boxes") if key not in targets[0]]
+        if missing:
+            raise ValueError(
+                f"a SINT network with a regression head trains on targets with {missing}"
+            )
+        boxes = [t["reg_boxes"].float().to(queries.device) for t in targets]
+        counts = torch.tensor([len(b) for b in boxes], device=queries.device)
+        if int(counts.sum()) == 0:
+            return queries.sum() * 0
+        # the head learns from the descriptors without changing them: matching stays SINT's
+        described = self.describe({k: v.detach() for k, v in maps.items()}, boxes).detach()
+        repeated = queries.detach().repeat_interleave(counts, dim=0)
+        predicted = self._normalised_offsets(repeated, described)
+        wanted = torch.cat(
+            [
+                _box_offsets(b, t["box"].float().to(b.device)) / self.offset_std
+                for b, t in zip(boxes, targets, strict=True)
+            ]
+        )
+        return self.regression_weight * F.smooth_l1_loss(predicted, wanted, beta=1 / 9)
 
 
 class SINTTracker(Tracker):
@@ -240,7 +311,10 @@ class SINTTracker(Tracker):
     Args:
         network: the trained Siamese network (put in eval mode here).
         box_regression: refine the chosen box with a ridge regression from the descriptor to
-            the box offsets, fitted on boxes sampled in the first frame.
+            the box offsets, fitted on boxes sampled in the first frame (instead of the
+            learned head).
+        learned_regression: refine the chosen box with the network's learned head, where it
+            has one.
         update_query: the lecture's counter-example: replace the query by the tracker's own
             output every frame (``False`` is SINT).
         search_radius, rings, points_per_ring, scales: :func:`radius_candidates`.
@@ -254,6 +328,7 @@ class SINTTracker(Tracker):
         network: SINT,
         *,
         box_regression: bool = False,
+        learned_regression: bool = True,
         update_query: bool = False,
         search_radius: float = 0.6,
         rings: int = 4,
@@ -263,6 +338,7 @@ class SINTTracker(Tracker):
     ) -> None:
         self.network = network.eval()
         self.box_regression = box_regression
+        self.learned_regression = learned_regression and network.regression_head is not None
         self.update_query = update_query
         self.sampling = {
             "search_radius": search_radius,
@@ -328,6 +404,9 @@ class SINTTracker(Tracker):
             weights, intercept = self._regressor
             offsets = descriptors[best].double().cpu() @ weights + intercept
             chosen = _apply_offsets(chosen, offsets)
+        elif self.learned_regression:
+            offsets = self.network.regress(self._query, descriptors[best : best + 1])
+            chosen = _apply_offsets(chosen, offsets[0].double().cpu())
         self._box = chosen
         if self.update_query:
             self._query = descriptors[best : best + 1]
