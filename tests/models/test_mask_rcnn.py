@@ -3,6 +3,8 @@ the RoIAlign / RoIPool switch, and overfitting one batch."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -315,5 +317,30 @@ def test_mask_rescoring_ranks_by_box_score_times_maskness():
 def test_small_mask_model_rescores_torchvision_layout_does_not():
     from structvision.models.detection import mask_rcnn_resnet50_fpn
 
-    assert mask_rcnn_small_fpn(num_classes=3, width=8, fpn_channels=16).mask_branch.rescore
-    assert not mask_rcnn_resnet50_fpn(num_classes=3).mask_branch.rescore
+    small = mask_rcnn_small_fpn(num_classes=3, width=8, fpn_channels=16)
+    torchvision_layout = mask_rcnn_resnet50_fpn(num_classes=3)
+    assert small.mask_branch.rescore and not torchvision_layout.mask_branch.rescore
+    # and places masks where its targets were sampled; torchvision's layout as torchvision
+    assert small.mask_branch.paste == "where_sampled"
+    assert torchvision_layout.mask_branch.paste == "torchvision"
+    with pytest.raises(ValueError, match="mask paste must be one of"):
+        mask_rcnn_small_fpn(num_classes=3, width=8, fpn_channels=16, mask_paste="nearest")
+
+
+def test_model_pastes_masks_where_sampled_at_its_input_scale(monkeypatch):
+    # the model resizes a 64-pixel image to 128 pixels: its masks are pasted with that scale
+    mask_rcnn_module = importlib.import_module("structvision.models.detection.mask_rcnn")
+    seen = []
+
+    def paste(masks, boxes, size, *, scale):
+        seen.append((size, scale))
+        return masks.new_zeros((len(masks), *size))
+
+    monkeypatch.setattr(mask_rcnn_module, "paste_masks_where_sampled", paste)
+    model = mask_rcnn_small_fpn(num_classes=3, width=8, fpn_channels=16).eval()
+    model.roi_heads.score_thresh = 0.0
+    with torch.no_grad():
+        [result] = model([torch.rand(3, 64, 64)])
+    assert seen == [((64, 64), (2.0, 2.0))] and result["masks"].shape[-2:] == (64, 64)
+    with pytest.raises(ValueError, match="input_sizes"):
+        mask_rcnn_module.paste_detection_masks([result], [(64, 64)], paste="where_sampled")

@@ -5,10 +5,12 @@ import torch
 import torchvision.ops
 from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks
 
+from structvision.models.detection.mask_rcnn import mask_targets
 from structvision.structures import (
     mask_to_rle,
     masks_to_boxes,
     paste_masks_in_image,
+    paste_masks_where_sampled,
     polygons_to_mask,
     rle_to_mask,
 )
@@ -140,3 +142,59 @@ def test_paste_masks_validation():
         paste_masks_in_image(torch.rand(2, 5, 5), torch.zeros(3, 4), (8, 8))
     with pytest.raises(ValueError, match="floating"):
         paste_masks_in_image(torch.ones(1, 5, 5, dtype=torch.uint8), torch.zeros(1, 4), (8, 8))
+
+
+def _blobs(height, width, count, generator):
+    """Random rectangles and discs: ``(count, H, W)`` uint8 masks and their tight boxes."""
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    masks = []
+    for index in range(count):
+        x, y = (
+            torch.randint(2, width - 12, (), generator=generator),
+            torch.randint(2, height - 12, (), generator=generator),
+        )
+        w, h = torch.randint(3, 11, (2,), generator=generator)
+        if index % 2:
+            masks.append((xs >= x) & (xs < x + w) & (ys >= y) & (ys < y + h))
+        else:
+            masks.append((xs - x - w / 2) ** 2 + (ys - y - w / 2) ** 2 <= (w / 2) ** 2)
+    masks = torch.stack(masks).to(torch.uint8)
+    boxes = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])  # pixel edges
+    return masks, boxes
+
+
+@pytest.mark.parametrize("cells", [28, 20])  # about two cells per pixel of these boxes
+def test_masks_pasted_where_sampled_are_the_masks_the_targets_came_from(cells):
+    # Mask R-CNN's targets of true masks at true boxes, pasted back, are the true masks;
+    # torchvision's paste of the same targets moves edges by a pixel
+    masks, boxes = _blobs(40, 48, 12, torch.Generator().manual_seed(cells))
+    targets = mask_targets(masks, boxes, torch.arange(len(boxes)), cells)
+    pasted = paste_masks_where_sampled(targets, boxes, (40, 48))
+    assert torch.equal((pasted > 0.5).to(torch.uint8), masks)
+    torchvision_paste = (paste_masks_in_image(targets, boxes, (40, 48)) > 0.5).to(torch.uint8)
+    assert not torch.equal(torchvision_paste, masks)
+
+
+def test_masks_pasted_where_sampled_at_the_detectors_input_scale():
+    # the detector resized the image 2x: targets sampled on the input image, pasted into
+    # the original one, are the original masks
+    masks, boxes = _blobs(30, 36, 10, torch.Generator().manual_seed(3))
+    upsampled = masks.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    targets = mask_targets(upsampled, boxes * 2, torch.arange(len(boxes)), 28)
+    pasted = paste_masks_where_sampled(targets, boxes, (30, 36), scale=(2.0, 2.0))
+    assert torch.equal((pasted > 0.5).to(torch.uint8), masks)
+
+
+def test_paste_where_sampled_hand_case_constant_mask():
+    # targets sample pixel k at coordinate k: the box [2, 5] x [3, 7] reads pixel centres
+    # moved half a pixel back, k in 2..5 and 3..7 (inclusive), and nothing else
+    pasted = paste_masks_where_sampled(
+        torch.ones(1, 4, 4), torch.tensor([[2.0, 3.0, 5.0, 7.0]]), (10, 8)
+    )
+    expected = torch.zeros(1, 10, 8)
+    expected[0, 3:8, 2:6] = 1.0
+    torch.testing.assert_close(pasted, expected, rtol=0, atol=1e-6)
+    empty = paste_masks_where_sampled(torch.zeros(0, 28, 28), torch.zeros(0, 4), (5, 6))
+    assert empty.shape == (0, 5, 6)
+    with pytest.raises(ValueError, match="one row per mask"):
+        paste_masks_where_sampled(torch.rand(2, 5, 5), torch.zeros(3, 4), (8, 8))

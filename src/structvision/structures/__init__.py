@@ -20,6 +20,7 @@ from structvision.structures.masks import (
     mask_to_rle,
     masks_to_boxes,
     paste_masks_in_image,
+    paste_masks_where_sampled,
     polygons_to_mask,
     rle_to_mask,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "mask_to_rle",
     "masks_to_boxes",
     "paste_masks_in_image",
+    "paste_masks_where_sampled",
     "polygons_to_mask",
     "remove_small_boxes",
     "rle_to_mask",

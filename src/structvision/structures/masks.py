@@ -25,6 +25,7 @@ __all__ = [
     "mask_to_rle",
     "masks_to_boxes",
     "paste_masks_in_image",
+    "paste_masks_where_sampled",
     "polygons_to_mask",
     "rle_to_mask",
 ]
@@ -200,6 +201,79 @@ def paste_masks_in_image(
     along_x = torch.bmm(padded, resize_x.transpose(1, 2))  # (N, P, W)
     pasted = torch.bmm(resize_y, along_x)  # (N, H, W)
     return pasted.to(masks.dtype)
+
+
+def paste_masks_where_sampled(
+    masks: Tensor,
+    boxes: Tensor,
+    image_size: tuple[int, int],
+    *,
+    scale: tuple[float, float] = (1.0, 1.0),
+) -> Tensor:
+    """Place each box-relative mask where Mask R-CNN's training targets sampled it: the inverse
+    of :func:`~structvision.models.detection.mask_rcnn.mask_targets`.
+
+    The targets come from RoIAlign with ``aligned=False`` on the network's input image, which
+    reads that image's pixel ``k`` at continuous coordinate ``k`` (not ``k + 0.5``): cell ``j``
+    of an ``M``-cell target over a box ``[x1, x2]`` holds the mask at input coordinate
+    ``x1 + (j + 0.5) (x2 - x1) / M``, that is half an input pixel right of (and below) where the
+    box's geometry puts it. Here image pixel ``k`` is read back from that same place: its
+    centre, moved by half an input pixel, is located in the cell grid and interpolated
+    bilinearly between the two nearest cell centres (the edge cells reach the box's edges);
+    pixels whose moved centre lies outside the box are 0. A mask sampled from a true mask and
+    pasted back gives the true mask (tested), where :func:`paste_masks_in_image`
+    (torchvision's integer-box resizing) loses up to a pixel at every edge, which costs much
+    of the mask AP at strict IoU on small objects.
+
+    Args:
+        masks: ``(N, M, M)`` float mask probabilities in box coordinates.
+        boxes: ``(N, 4)`` ``xyxy`` boxes in image pixels.
+        image_size: ``(H, W)`` of the output image.
+        scale: ``(sy, sx)``, network input pixels per image pixel (the detector's resize), so
+            that half an input pixel is ``0.5 / s`` image pixels.
+
+    Returns:
+        ``(N, H, W)`` masks in ``masks.dtype``.
+    """
+    _check_paste_inputs(masks, boxes, image_size, 0)
+    height, width = int(image_size[0]), int(image_size[1])
+    dtype = torch.float64 if masks.dtype == torch.float64 else torch.float32
+    boxes = boxes.to(dtype)
+    resize_x = _resize_matrix(
+        *_taps_where_sampled(boxes[:, 0], boxes[:, 2], width, masks.shape[-1], scale[1]),
+        src_size=masks.shape[-1],
+    )  # (N, W, M)
+    resize_y = _resize_matrix(
+        *_taps_where_sampled(boxes[:, 1], boxes[:, 3], height, masks.shape[-1], scale[0]),
+        src_size=masks.shape[-1],
+    )  # (N, H, M)
+    pasted = torch.bmm(resize_y, torch.bmm(masks.to(dtype), resize_x.transpose(1, 2)))
+    return pasted.to(masks.dtype)
+
+
+def _taps_where_sampled(
+    start: Tensor, end: Tensor, length: int, cells: int, scale: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Bilinear taps ``(idx0, idx1, weight0, weight1)``, each ``(N, length)``, reading image
+    pixels ``0..length-1`` from the ``cells`` samples of boxes ``[start, end]`` (float ``(N,)``)
+    as :func:`paste_masks_where_sampled` describes; weights 0 outside the boxes."""
+    # the moved centre of pixel k: k + 0.5 - 0.5 / s, where input coordinate k s' reads
+    place = torch.arange(length, dtype=start.dtype, device=start.device) + 0.5 - 0.5 / scale
+    place = place.expand(len(start), length)
+    # RoIAlign (aligned=False) treats boxes as at least one input pixel wide
+    size = (end - start).clamp(min=1.0 / scale)[:, None]
+    inside = (place >= start[:, None]) & (place <= start[:, None] + size)
+    cell = ((place - start[:, None]) / size * cells - 0.5).clamp(0, cells - 1)
+    idx0 = cell.floor().to(torch.int64)
+    weight1 = cell - idx0.to(cell.dtype)
+    idx1 = (idx0 + 1).clamp(max=cells - 1)
+    zero = torch.zeros((), dtype=cell.dtype, device=cell.device)
+    return (
+        idx0,
+        idx1,
+        torch.where(inside, 1 - weight1, zero),
+        torch.where(inside, weight1, zero),
+    )
 
 
 def _resize_matrix(

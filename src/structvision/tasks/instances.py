@@ -66,6 +66,7 @@ MASK_MODEL_OPTIONS = (
     "arch",
     "mask_pooler",
     "mask_rescoring",
+    "mask_paste",
     "width",
     "norm",
     "fpn_channels",
@@ -355,6 +356,7 @@ def setup_mask_rcnn(*, data: str, val_data: str | None, model_overrides: dict) -
             "arch": "small_fpn",
             "mask_pooler": "align",
             "mask_rescoring": True,  # rank detections by their mask's confidence too
+            "mask_paste": "where_sampled",  # place masks where their targets were sampled
             "num_classes": len(class_names),
             **model_overrides,
         }

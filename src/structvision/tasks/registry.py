@@ -133,6 +133,8 @@ MODEL_OPTION_HELP = {
     "cache_dir": "Fast R-CNN: where Selective Search proposals are cached",
     "keypoint_roi_expansion": "keypoint heatmaps cover each box grown by this factor",
     "mask_rescoring": "rank detections by box score times mask confidence (true/false)",
+    "mask_paste": "place masks where their training targets were sampled (where_sampled) or "
+    "as torchvision does (torchvision)",
     "keypoint_rescoring": "rank detections by box score times pose confidence (true/false)",
     "keypoint_subpixel": "refine each keypoint between pixels at its heatmap peak (true/false)",
     "keypoint_sigmas": "OKS sigmas stored with the model (for a new keypoint layout)",

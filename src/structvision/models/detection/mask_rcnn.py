@@ -15,7 +15,12 @@ loss is the mean binary cross-entropy with logits of the mask of the RoI's *own*
 Inference: the mask of each detection's predicted class goes through a sigmoid
 (:func:`select_class_masks`) and is pasted into the input image at the detection's box
 (:func:`~structvision.structures.paste_masks_in_image`), giving ``masks (D, 1, H, W)``
-probabilities, as torchvision returns them (threshold at 0.5 for a binary mask).
+probabilities, as torchvision returns them (threshold at 0.5 for a binary mask). With
+``mask_paste="where_sampled"`` (the small models' default) the mask is placed where its
+training targets were sampled instead
+(:func:`~structvision.structures.paste_masks_where_sampled`): torchvision's paste moves every
+mask edge by up to a pixel, which on 128-pixel images costs a third of the mask AP that
+perfect masks would score (BENCHMARKS.md).
 
 The arithmetic follows torchvision's ``roi_heads`` (``project_masks_on_boxes``,
 ``maskrcnn_loss``, ``maskrcnn_inference``), so converted torchvision weights give the same masks.
@@ -54,9 +59,10 @@ from structvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from structvision.models.detection.transform import DetectionTransform
 from structvision.models.fpn import BackboneWithFPN, FeaturePyramidNetwork
 from structvision.ops import MultiScaleRoIAlign, MultiScaleRoIPool, roi_align
-from structvision.structures import paste_masks_in_image
+from structvision.structures import paste_masks_in_image, paste_masks_where_sampled
 
 __all__ = [
+    "MASK_PASTES",
     "MASK_POOLERS",
     "MaskBranch",
     "MaskHead",
@@ -71,6 +77,11 @@ __all__ = [
     "mask_targets",
     "select_class_masks",
 ]
+
+#: How predicted masks are placed in the image: ``"torchvision"`` (its integer-box resizing,
+#: :func:`~structvision.structures.paste_masks_in_image`) or ``"where_sampled"`` (the inverse of
+#: the training targets' sampling, :func:`~structvision.structures.paste_masks_where_sampled`).
+MASK_PASTES = ("torchvision", "where_sampled")
 
 #: Values of the builders' ``mask_pooler``: RoIAlign (Mask R-CNN) or RoIPool (the ablation).
 MASK_POOLERS = ("align", "pool")
@@ -150,12 +161,22 @@ class MaskBranch(nn.Module):
         predictor: ``(K, D, S, S) -> (K, num_classes, M, M)``.
         rescore: rank detections by their mask's confidence too (see
             :func:`paste_detection_masks`; ``False`` is torchvision's).
+        paste: how masks are placed in the image, one of :data:`MASK_PASTES`.
     """
 
     def __init__(
-        self, *, roi_pool: nn.Module, head: nn.Module, predictor: nn.Module, rescore: bool = False
+        self,
+        *,
+        roi_pool: nn.Module,
+        head: nn.Module,
+        predictor: nn.Module,
+        rescore: bool = False,
+        paste: str = "torchvision",
     ) -> None:
         super().__init__()
+        if paste not in MASK_PASTES:
+            raise ValueError(f"mask paste must be one of {MASK_PASTES}, got {paste!r}")
+        self.paste = paste
         self.roi_pool = roi_pool
         self.head = head
         self.predictor = predictor
@@ -312,7 +333,13 @@ class MaskRCNN(nn.Module):
         detections, _ = self.roi_heads(features, proposals, batch.image_sizes)
         detections = self._predict_masks(features, batch.image_sizes, detections)
         detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
-        return paste_detection_masks(detections, original_sizes, rescore=self.mask_branch.rescore)
+        return paste_detection_masks(
+            detections,
+            original_sizes,
+            rescore=self.mask_branch.rescore,
+            paste=self.mask_branch.paste,
+            input_sizes=batch.image_sizes,
+        )
 
     def _mask_loss(
         self,
@@ -360,18 +387,36 @@ def paste_detection_masks(
     image_sizes: list[tuple[int, int]],
     *,
     rescore: bool = False,
+    paste: str = "torchvision",
+    input_sizes: list[tuple[int, int]] | None = None,
 ) -> list[dict[str, Tensor]]:
     """Paste each detection's ``(D, 1, M, M)`` box-relative mask probabilities into its image:
     ``masks (D, 1, H, W)`` at the (input-image) ``boxes``, per image.
+
+    ``paste`` is one of :data:`MASK_PASTES`; ``"where_sampled"`` needs ``input_sizes``, each
+    image's size after the detector's resize (its ``image_sizes`` are the original sizes).
 
     With ``rescore`` each detection's ``scores`` becomes its box score times its mask's
     "maskness" (SOLO, Wang et al. 2020): the mean probability over the pixels the mask claims
     (probability > 0.5; 0 for an empty mask), and the detections are re-sorted by it;
     ``box_scores`` keeps the box score. A confident box with a vague mask then ranks below one
     with a crisp mask, which is what mask AP rewards."""
+    if paste == "where_sampled" and input_sizes is None:
+        raise ValueError("paste='where_sampled' needs the input_sizes of the resized images")
     results = []
-    for detection, size in zip(detections, image_sizes, strict=True):
-        masks = paste_masks_in_image(detection["masks"][:, 0], detection["boxes"], size)[:, None]
+    for index, (detection, size) in enumerate(zip(detections, image_sizes, strict=True)):
+        if paste == "where_sampled":
+            scale = tuple(
+                resized / original
+                for resized, original in zip(input_sizes[index], size, strict=True)
+            )
+            masks = paste_masks_where_sampled(
+                detection["masks"][:, 0], detection["boxes"], size, scale=scale
+            )[:, None]
+        else:
+            masks = paste_masks_in_image(detection["masks"][:, 0], detection["boxes"], size)[
+                :, None
+            ]
         result = {**detection, "masks": masks}
         if rescore:
             probabilities = masks.flatten(1).float()
@@ -445,6 +490,7 @@ def mask_rcnn(
     mask_dim_reduced: int = 256,
     mask_norm_layer: Callable[[int], nn.Module] | None = None,
     mask_rescoring: bool = False,
+    mask_paste: str = "torchvision",
     **detector_settings,
 ) -> MaskRCNN:
     """Assemble a Mask R-CNN: `faster_rcnn`'s detector plus a mask branch.
@@ -458,6 +504,7 @@ def mask_rcnn(
         mask_norm_layer: norm of the mask head (``nn.BatchNorm2d`` in torchvision's v2).
         mask_rescoring: detection scores times the mask's maskness
             (:func:`paste_detection_masks`; ``False`` is torchvision's).
+        mask_paste: how masks are placed in the image, one of :data:`MASK_PASTES`.
         **detector_settings: every other argument of
             :func:`~structvision.models.detection.faster_rcnn` (``backbone``, anchors,
             ``box_roi_pool``, thresholds, transform sizes, ...).
@@ -469,6 +516,7 @@ def mask_rcnn(
         head=head,
         predictor=MaskPredictor(head.out_channels, mask_dim_reduced, num_classes),
         rescore=mask_rescoring,
+        paste=mask_paste,
     )
     return MaskRCNN(
         transform=detector.transform,
@@ -555,6 +603,7 @@ def mask_rcnn_small_fpn(
     roi_canonical_scale: int = 224,
     box_head: str | nn.Module = "mlp",
     mask_rescoring: bool = True,
+    mask_paste: str = "where_sampled",
     **overrides,
 ) -> MaskRCNN:
     """A small Mask R-CNN with FPN that trains from scratch on a CPU (cf. `faster_rcnn_small_fpn`).
@@ -563,7 +612,8 @@ def mask_rcnn_small_fpn(
     uses RoIPool instead of RoIAlign in the box and mask branches (the RoIAlign ablation).
     ``roi_canonical_scale`` is the box side (pixels) that both poolers assign to ``p4``.
     Unlike torchvision's model it ranks detections by box score times maskness
-    (``mask_rescoring``, :func:`paste_detection_masks`).
+    (``mask_rescoring``, :func:`paste_detection_masks`) and places masks where their training
+    targets were sampled (``mask_paste``, :data:`MASK_PASTES`).
     """
     head = small_box_head(
         box_head, channels=fpn_channels, representation_size=overrides.get("representation_size")
@@ -583,6 +633,7 @@ def mask_rcnn_small_fpn(
         "mask_layers": (fpn_channels,) * 4,
         "mask_dim_reduced": fpn_channels,
         "mask_rescoring": mask_rescoring,
+        "mask_paste": mask_paste,
         **overrides,
     }
     return mask_rcnn(

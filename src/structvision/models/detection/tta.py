@@ -39,7 +39,7 @@ from structvision.models.detection.mask_rcnn import (
 from structvision.models.detection.roi_heads import decode_box_predictions, select_box_detections
 from structvision.ops import nms
 
-__all__ = ["MERGE_PROPOSALS", "FlipTTA", "flip_boxes"]
+__all__ = ["MERGE_PROPOSALS", "FlipTTA", "flip_boxes", "mirrored_mask_box"]
 
 #: Ways `FlipTTA` merges the proposals of the image and its mirror image.
 MERGE_PROPOSALS = ("concat", "nms")
@@ -148,7 +148,11 @@ class FlipTTA(nn.Module):
         detections = model.transform.postprocess(detections, sizes, original_sizes)
         if isinstance(model, MaskRCNN):
             detections = paste_detection_masks(
-                detections, original_sizes, rescore=model.mask_branch.rescore
+                detections,
+                original_sizes,
+                rescore=model.mask_branch.rescore,
+                paste=model.mask_branch.paste,
+                input_sizes=sizes,
             )
         return detections
 
@@ -185,7 +189,10 @@ class FlipTTA(nn.Module):
         boxes = [detection["boxes"] for detection in detections]
         labels = torch.cat([detection["labels"] for detection in detections])
         own = select_class_masks(branch(features, boxes, sizes), labels)
-        logits_mirrored = branch(features_mirrored, _flip_each(boxes, widths), sizes)
+        mirrored_boxes = _flip_each(boxes, widths)
+        if branch.paste == "where_sampled":
+            mirrored_boxes = [mirrored_mask_box(b) for b in mirrored_boxes]
+        logits_mirrored = branch(features_mirrored, mirrored_boxes, sizes)
         other = select_class_masks(logits_mirrored.flip(-1), labels)
         per_image = ((own + other) / 2).split([len(b) for b in boxes])
         return [
@@ -217,6 +224,15 @@ class FlipTTA(nn.Module):
 def _features(model: nn.Module, tensors: Tensor) -> dict[str, Tensor]:
     features = model.backbone(tensors)
     return OrderedDict([("0", features)]) if isinstance(features, Tensor) else features
+
+
+def mirrored_mask_box(mirrored: Tensor) -> Tensor:
+    """Where the mirror image's mask grid matches the image's, cell for cell (flipped), when the
+    masks are sampled as Mask R-CNN's targets are (RoIAlign, ``aligned=False``): the
+    ``mirrored`` boxes (``flip_boxes`` of the image's) moved one pixel left. That sampling reads pixel ``k`` at coordinate ``k``,
+    and the mirror of pixel ``k`` is ``W - 1 - k``, not ``W - k`` (tested against
+    :func:`~structvision.models.detection.mask_rcnn.mask_targets`)."""
+    return mirrored - mirrored.new_tensor([1.0, 0.0, 1.0, 0.0])
 
 
 def _flip_each(boxes: list[Tensor], widths: list[float]) -> list[Tensor]:
