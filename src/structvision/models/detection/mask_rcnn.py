@@ -405,18 +405,13 @@ def paste_detection_masks(
         raise ValueError("paste='where_sampled' needs the input_sizes of the resized images")
     results = []
     for index, (detection, size) in enumerate(zip(detections, image_sizes, strict=True)):
+        grids, boxes = detection["masks"][:, 0], detection["boxes"]
         if paste == "where_sampled":
-            scale = tuple(
-                resized / original
-                for resized, original in zip(input_sizes[index], size, strict=True)
-            )
-            masks = paste_masks_where_sampled(
-                detection["masks"][:, 0], detection["boxes"], size, scale=scale
-            )[:, None]
+            (input_height, input_width), (height, width) = input_sizes[index], size
+            scale = (input_height / height, input_width / width)
+            masks = paste_masks_where_sampled(grids, boxes, size, scale=scale)[:, None]
         else:
-            masks = paste_masks_in_image(detection["masks"][:, 0], detection["boxes"], size)[
-                :, None
-            ]
+            masks = paste_masks_in_image(grids, boxes, size)[:, None]
         result = {**detection, "masks": masks}
         if rescore:
             probabilities = masks.flatten(1).float()
