@@ -20,6 +20,7 @@ from structvision.models.detection.roi_heads import (
     TwoMLPHead,
     assign_proposals_to_gt,
     fastrcnn_loss,
+    select_box_detections,
 )
 from structvision.ops import (
     MultiScaleRoIAlign,
@@ -470,3 +471,36 @@ def test_fast_rcnn_style_heads_train_on_a_single_level_pool() -> None:
         loss.backward()
         optimizer.step()
     assert history[1] < history[0]
+
+
+def test_soft_nms_keeps_what_nms_removes_with_lowered_scores() -> None:
+    # two RoIs on one object, one on another; class 1 everywhere
+    scores = torch.tensor([[0.05, 0.9, 0.05], [0.15, 0.8, 0.05], [0.25, 0.7, 0.05]])
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [20.0, 20.0, 30.0, 30.0]])[
+        :, None
+    ].expand(3, 3, 4)
+    settings = {"score_thresh": 0.05, "nms_thresh": 0.4, "detections_per_img": 100}
+    [hard] = select_box_detections(scores, boxes, [3], **settings)
+    [soft] = select_box_detections(scores, boxes, [3], soft_nms_sigma=0.5, **settings)
+    assert hard["scores"].tolist() == pytest.approx([0.9, 0.7])  # IoU 0.5 > 0.4: removed
+    # soft-NMS keeps it at 0.8 * exp(-0.5**2 / 0.5), below the other object's 0.7
+    assert soft["scores"].tolist() == pytest.approx([0.9, 0.7, 0.8 * math.exp(-0.5)])
+    assert soft["boxes"][2].tolist() == [0.0, 0.0, 10.0, 5.0]
+    assert soft["labels"].tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match="soft_nms_sigma"):
+        RoIHeads(
+            box_roi_pool=nn.Identity(),
+            box_head=nn.Identity(),
+            box_predictor=nn.Identity(),
+            soft_nms_sigma=-1.0,
+        )
+
+
+def test_small_detector_uses_soft_nms_torchvision_layout_does_not() -> None:
+    from structvision.models.detection import faster_rcnn_resnet50_fpn, faster_rcnn_small_fpn
+
+    assert (
+        faster_rcnn_small_fpn(num_classes=3, width=8, fpn_channels=16).roi_heads.soft_nms_sigma
+        == 0.5
+    )
+    assert faster_rcnn_resnet50_fpn(num_classes=3).roi_heads.soft_nms_sigma == 0.0

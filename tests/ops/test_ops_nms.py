@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from structvision.ops import batched_nms, nms
+from structvision.ops import batched_nms, batched_soft_nms, nms
 
 
 def reference_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -83,3 +85,39 @@ def test_nms_validation():
         nms(torch.zeros(3, 4), torch.zeros(2), 0.5)
     with pytest.raises(ValueError, match=r"idxs must have shape \(3,\)"):
         batched_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(4), 0.5)
+
+
+def test_soft_nms_hand_case():
+    boxes = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [20.0, 20.0, 30.0, 30.0], [0, 0, 10, 10]]
+    )
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    groups = torch.tensor([1, 1, 1, 2])  # the last box is another class: never lowered
+    keep, kept = batched_soft_nms(boxes, scores, groups, 0.5)
+    # box 1 overlaps box 0 with IoU 0.5: its score becomes 0.8 * exp(-0.25 / 0.5)
+    lowered = 0.8 * math.exp(-0.5)
+    assert keep.tolist() == [0, 2, 3, 1]
+    torch.testing.assert_close(kept, torch.tensor([0.9, 0.7, 0.6, lowered]))
+    keep, _ = batched_soft_nms(boxes, scores, groups, 0.5, max_kept=2)
+    assert keep.tolist() == [0, 2]
+    keep, _ = batched_soft_nms(boxes, scores, groups, 0.5, min_score=0.5)  # 0.485 < 0.5
+    assert keep.tolist() == [0, 2, 3]
+    empty, empty_scores = batched_soft_nms(boxes[:0], scores[:0], groups[:0], 0.5)
+    assert empty.shape == (0,) and empty_scores.shape == (0,)
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        batched_soft_nms(boxes, scores, groups, 0.0)
+
+
+def test_soft_nms_limits():
+    generator = torch.Generator().manual_seed(5)
+    corners = torch.rand(60, 2, generator=generator) * 50
+    boxes = torch.cat([corners, corners + 5 + torch.rand(60, 2, generator=generator) * 20], 1)
+    scores = torch.rand(60, generator=generator)
+    groups = torch.randint(0, 3, (60,), generator=generator)
+    # a vanishing width deletes every box that overlaps a kept one: NMS at IoU 0
+    keep, kept = batched_soft_nms(boxes, scores, groups, 1e-6)
+    assert keep.tolist() == batched_nms(boxes, scores, groups, 0.0).tolist()
+    assert torch.equal(kept, scores[keep])
+    # a huge width lowers nothing: every box, by score
+    keep, kept = batched_soft_nms(boxes, scores, groups, 1e9)
+    assert keep.tolist() == scores.argsort(descending=True).tolist()

@@ -7,7 +7,7 @@ connected CRF (mean-field inference, a trainable layer and a regularised loss) r
 permutohedral lattice. ``warp`` samples an image along a dense flow (flow losses and tests).
 """
 
-from structvision.ops.boxes import batched_nms, nms
+from structvision.ops.boxes import batched_nms, batched_soft_nms, nms
 from structvision.ops.crf import (
     DenseCRF,
     dense_crf,
@@ -35,6 +35,7 @@ __all__ = [
     "RoISpatialPyramidPool",
     "assign_fpn_levels",
     "batched_nms",
+    "batched_soft_nms",
     "dense_crf",
     "dense_crf_loss",
     "flow_inside",

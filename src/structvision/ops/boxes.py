@@ -1,11 +1,13 @@
-"""Non-maximum suppression, backed by torchvision's compiled kernels (CPU and CUDA)."""
+"""Non-maximum suppression: greedy NMS backed by torchvision's compiled kernels (CPU and CUDA),
+and Gaussian soft-NMS (Bodla et al. 2017)."""
 
 from __future__ import annotations
 
+import torch
 import torchvision.ops
 from torch import Tensor
 
-__all__ = ["batched_nms", "nms"]
+__all__ = ["batched_nms", "batched_soft_nms", "nms"]
 
 
 def _check_nms_inputs(boxes: Tensor, scores: Tensor) -> None:
@@ -56,3 +58,57 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         shape = getattr(idxs, "shape", type(idxs).__name__)
         raise ValueError(f"idxs must have shape ({boxes.shape[0]},), got {tuple(shape)}")
     return torchvision.ops.batched_nms(boxes, scores, idxs, float(iou_threshold))
+
+
+def batched_soft_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    idxs: Tensor,
+    sigma: float,
+    *,
+    max_kept: int | None = None,
+    min_score: float = 1e-3,
+) -> tuple[Tensor, Tensor]:
+    """Gaussian soft-NMS (Bodla et al. 2017) within each group (class or image).
+
+    Instead of removing the boxes that overlap a kept box, soft-NMS lowers their scores: the
+    best remaining box is kept, and every remaining box of its group is multiplied by
+    ``exp(-IoU**2 / sigma)`` with it; repeat. A second detection of the same object falls far
+    down the ranking, while a neighbouring object that overlaps it keeps most of its score
+    instead of being deleted. Boxes whose score falls below ``min_score`` are dropped.
+
+    Args:
+        boxes: ``(N, 4)`` ``xyxy`` boxes in pixels.
+        scores: ``(N,)`` scores.
+        idxs: ``(N,)`` integer group of each box; groups never lower each other's scores.
+        sigma: the Gaussian's width (the paper's 0.5); smaller suppresses harder.
+        max_kept: stop after this many boxes (all by default).
+        min_score: drop boxes whose lowered score falls below it.
+
+    Returns:
+        ``(keep (K,) int64, kept_scores (K,))``: the kept boxes in the order they were kept
+        (by decreasing lowered score) and their lowered scores.
+    """
+    _check_nms_inputs(boxes, scores)
+    if not isinstance(idxs, Tensor) or idxs.shape != boxes.shape[:1]:
+        shape = getattr(idxs, "shape", type(idxs).__name__)
+        raise ValueError(f"idxs must have shape ({boxes.shape[0]},), got {tuple(shape)}")
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    same_group = idxs[:, None] == idxs[None, :]
+    decay = torch.exp(-torchvision.ops.box_iou(boxes, boxes).square() / sigma)
+    decay = torch.where(same_group, decay, torch.ones_like(decay))  # (N, N)
+    current = scores.clone()
+    alive = current >= min_score
+    keep, kept_scores = [], []
+    limit = len(boxes) if max_kept is None else max_kept
+    while len(keep) < limit and bool(alive.any()):
+        best = int(torch.where(alive, current, current.new_tensor(-float("inf"))).argmax())
+        keep.append(best)
+        kept_scores.append(current[best])
+        alive[best] = False
+        current = current * decay[best]
+        alive &= current >= min_score
+    if not keep:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device), scores[:0]
+    return torch.tensor(keep, dtype=torch.int64, device=boxes.device), torch.stack(kept_scores)

@@ -236,7 +236,7 @@ def _sequence_input(frames: Any, target: dict) -> dict:
 RECIPES["sint"] = Recipe(
     name="sint",
     summary="SINT: Siamese instance search tracker (no model update), trained on world-track",
-    setup=_setup("sint", build_sint, {}, SINT_TRAINING),
+    setup=_setup("sint", build_sint, {"regression_head": True}, SINT_TRAINING),
     build_model=build_sint,
     build_evaluator=tracking_evaluator,
     collate_fn=collate_tracking,

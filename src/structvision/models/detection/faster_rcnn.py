@@ -147,6 +147,7 @@ def faster_rcnn(
     box_score_thresh: float = 0.05,
     box_nms_thresh: float = 0.5,
     box_detections_per_img: int = 100,
+    box_soft_nms_sigma: float = 0.0,
     box_fg_iou_thresh: float = 0.5,
     box_bg_iou_thresh: float = 0.5,
     box_bg_iou_low: float = 0.0,
@@ -194,6 +195,7 @@ def faster_rcnn(
         score_thresh=box_score_thresh,
         nms_thresh=box_nms_thresh,
         detections_per_img=box_detections_per_img,
+        soft_nms_sigma=box_soft_nms_sigma,
     )
     transform = DetectionTransform(
         min_size=min_size,
@@ -329,6 +331,7 @@ def faster_rcnn_small_fpn(
     fpn_channels: int = 64,
     roi_canonical_scale: int = 224,
     box_head: str | nn.Module = "mlp",
+    box_soft_nms_sigma: float = 0.5,
     **overrides,
 ) -> FasterRCNN:
     """A small Faster R-CNN with FPN that trains from scratch on a CPU in minutes.
@@ -337,7 +340,8 @@ def faster_rcnn_small_fpn(
     with objects from about 8 pixels to most of the image. ``roi_canonical_scale`` is the box
     side (pixels) that the RoI pooler assigns to ``p4`` (the FPN paper's 224); boxes half as
     big go one level down, twice as big one level up, clamped to ``p2 .. p5``. ``box_head``:
-    ``"mlp"`` or ``"conv"`` (see `small_box_head`).
+    ``"mlp"`` or ``"conv"`` (see `small_box_head`). Unlike torchvision's models its detections
+    come from Gaussian soft-NMS (``box_soft_nms_sigma``; 0 gives torchvision's NMS).
     """
     head = small_box_head(
         box_head, channels=fpn_channels, representation_size=overrides.get("representation_size")
@@ -354,6 +358,7 @@ def faster_rcnn_small_fpn(
             ["p2", "p3", "p4", "p5"], 7, 2, canonical_scale=roi_canonical_scale
         ),
         "box_head": head,
+        "box_soft_nms_sigma": box_soft_nms_sigma,
         **overrides,
     }
     return faster_rcnn(

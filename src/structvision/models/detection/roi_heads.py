@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from structvision.ops import batched_nms, roi_align, roi_pool, roi_spatial_pyramid_pool
+from structvision.ops import (
+    batched_nms,
+    batched_soft_nms,
+    roi_align,
+    roi_pool,
+    roi_spatial_pyramid_pool,
+)
 from structvision.structures import (
     BalancedPositiveNegativeSampler,
     BoxCoder,
@@ -407,6 +413,7 @@ def postprocess_box_detections(
     score_thresh: float,
     nms_thresh: float,
     detections_per_img: int,
+    soft_nms_sigma: float = 0.0,
 ) -> list[dict[str, Tensor]]:
     """Turn the predictor's outputs into per-image detections.
 
@@ -426,6 +433,8 @@ def postprocess_box_detections(
         score_thresh: minimum class probability (exclusive).
         nms_thresh: IoU above which a lower-scoring box of the same class is suppressed.
         detections_per_img: maximum detections per image.
+        soft_nms_sigma: if positive, Gaussian soft-NMS of that width per class instead of NMS
+            (:func:`~structvision.ops.batched_soft_nms`; ``nms_thresh`` is then unused).
 
     Returns:
         ``B`` dicts with ``boxes (D, 4)`` ``xyxy`` input pixels, ``labels (D,)`` int64 in
@@ -441,6 +450,7 @@ def postprocess_box_detections(
         score_thresh=score_thresh,
         nms_thresh=nms_thresh,
         detections_per_img=detections_per_img,
+        soft_nms_sigma=soft_nms_sigma,
     )
 
 
@@ -476,6 +486,7 @@ def select_box_detections(
     score_thresh: float,
     nms_thresh: float,
     detections_per_img: int,
+    soft_nms_sigma: float = 0.0,
 ) -> list[dict[str, Tensor]]:
     """Detections from ``(K, C)`` class scores and ``(K, C, 4)`` boxes of ``K`` RoIs, image by
     image (``rois_per_image`` of them each): the second half of
@@ -499,8 +510,14 @@ def select_box_detections(
     detections = []
     for image_keep in keep.split(candidates_per_image.tolist()):
         boxes, scores, labels = fg_boxes[image_keep], fg_scores[image_keep], fg_labels[image_keep]
-        kept = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
-        detections.append({"boxes": boxes[kept], "labels": labels[kept], "scores": scores[kept]})
+        if soft_nms_sigma > 0:
+            kept, scores = batched_soft_nms(
+                boxes, scores, labels, soft_nms_sigma, max_kept=detections_per_img
+            )
+        else:
+            kept = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
+            scores = scores[kept]
+        detections.append({"boxes": boxes[kept], "labels": labels[kept], "scores": scores})
     return detections
 
 
@@ -558,6 +575,8 @@ class RoIHeads(nn.Module):
         score_thresh: minimum class probability of a detection (exclusive).
         nms_thresh: per-class NMS IoU threshold.
         detections_per_img: maximum detections per image.
+        soft_nms_sigma: if positive, Gaussian soft-NMS of that width instead of NMS (0:
+            torchvision's NMS).
     """
 
     def __init__(
@@ -575,8 +594,11 @@ class RoIHeads(nn.Module):
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         detections_per_img: int = 100,
+        soft_nms_sigma: float = 0.0,
     ) -> None:
         super().__init__()
+        if soft_nms_sigma < 0:
+            raise ValueError(f"soft_nms_sigma must be >= 0 (0: NMS), got {soft_nms_sigma}")
         if not 0.0 <= bg_iou_low <= bg_iou_thresh:
             raise ValueError(
                 f"bg_iou_low must be in [0, bg_iou_thresh={bg_iou_thresh}], got {bg_iou_low}"
@@ -595,6 +617,7 @@ class RoIHeads(nn.Module):
         self.score_thresh = float(score_thresh)
         self.nms_thresh = float(nms_thresh)
         self.detections_per_img = int(detections_per_img)
+        self.soft_nms_sigma = float(soft_nms_sigma)
 
     def forward(
         self,
@@ -681,6 +704,7 @@ class RoIHeads(nn.Module):
             score_thresh=self.score_thresh,
             nms_thresh=self.nms_thresh,
             detections_per_img=self.detections_per_img,
+            soft_nms_sigma=self.soft_nms_sigma,
         )
 
     def _predict(

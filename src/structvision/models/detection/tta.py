@@ -139,6 +139,7 @@ class FlipTTA(nn.Module):
             score_thresh=roi_heads.score_thresh,
             nms_thresh=roi_heads.nms_thresh,
             detections_per_img=roi_heads.detections_per_img,
+            soft_nms_sigma=roi_heads.soft_nms_sigma,
         )
 
         if isinstance(model, MaskRCNN):
