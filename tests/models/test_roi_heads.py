@@ -496,11 +496,26 @@ def test_soft_nms_keeps_what_nms_removes_with_lowered_scores() -> None:
         )
 
 
-def test_small_detector_uses_soft_nms_torchvision_layout_does_not() -> None:
-    from structvision.models.detection import faster_rcnn_resnet50_fpn, faster_rcnn_small_fpn
-
-    assert (
-        faster_rcnn_small_fpn(num_classes=3, width=8, fpn_channels=16).roi_heads.soft_nms_sigma
-        == 0.5
+def test_small_detectors_use_soft_nms_torchvision_layouts_do_not() -> None:
+    from structvision.models.detection import (
+        faster_rcnn_resnet50_fpn,
+        faster_rcnn_small_fpn,
+        keypoint_rcnn_resnet50_fpn,
+        keypoint_rcnn_small_fpn,
+        mask_rcnn_resnet50_fpn,
+        mask_rcnn_small_fpn,
     )
-    assert faster_rcnn_resnet50_fpn(num_classes=3).roi_heads.soft_nms_sigma == 0.0
+
+    small = {"num_classes": 3, "width": 8, "fpn_channels": 16}
+    for model in (
+        faster_rcnn_small_fpn(**small),
+        mask_rcnn_small_fpn(**small),
+        keypoint_rcnn_small_fpn(num_keypoints=5, **small),
+    ):
+        assert model.roi_heads.soft_nms_sigma == 0.5
+    for model in (
+        faster_rcnn_resnet50_fpn(num_classes=3),
+        mask_rcnn_resnet50_fpn(num_classes=3),
+        keypoint_rcnn_resnet50_fpn(num_classes=2),
+    ):
+        assert model.roi_heads.soft_nms_sigma == 0.0

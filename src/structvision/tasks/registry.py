@@ -123,7 +123,7 @@ MODEL_OPTION_HELP = {
     "mask_pooler": "Mask R-CNN mask features: align (RoIAlign) or pool (RoIPool)",
     "roi_canonical_scale": "box size that maps to the middle FPN level when pooling regions",
     "box_head": "box head: two fully connected layers (default) or conv (4 GroupNorm convs + fc)",
-    "box_soft_nms_sigma": "Faster R-CNN: Gaussian soft-NMS width of the detections (0: NMS)",
+    "box_soft_nms_sigma": "R-CNNs: Gaussian soft-NMS width of the detections (0: NMS)",
     "trainable_layers": "ResNet stages trained (0-5); the rest are frozen",
     "weights_path": "a local ImageNet state dict to start the backbone from",
     "init": "a local torchvision state dict to start from (a COCO detector; RAFT for flow)",

@@ -466,14 +466,16 @@ def keypoint_rcnn_small_fpn(
     box_head: str | nn.Module = "mlp",
     keypoint_rescoring: bool = True,
     keypoint_subpixel: bool = True,
+    box_soft_nms_sigma: float = 0.5,
     **overrides,
 ) -> KeypointRCNN:
     """A small Keypoint R-CNN with FPN that trains from scratch on a CPU
     (cf. `faster_rcnn_small_fpn`); the keypoint head has four convolutions of ``2 *
     fpn_channels`` channels. ``roi_canonical_scale`` is the box side (pixels) that both poolers
     assign to ``p4``. Unlike torchvision's model it ranks detections by box score times pose
-    confidence (``keypoint_rescoring``, :func:`add_decoded_keypoints`) and places keypoints
-    between pixels (``keypoint_subpixel``)."""
+    confidence (``keypoint_rescoring``, :func:`add_decoded_keypoints`), places keypoints
+    between pixels (``keypoint_subpixel``) and selects detections by Gaussian soft-NMS
+    (``box_soft_nms_sigma``; 0 gives torchvision's NMS)."""
     head = small_box_head(
         box_head, channels=fpn_channels, representation_size=overrides.get("representation_size")
     )
@@ -493,6 +495,7 @@ def keypoint_rcnn_small_fpn(
         "keypoint_layers": (2 * fpn_channels,) * 4,
         "keypoint_rescoring": keypoint_rescoring,
         "keypoint_subpixel": keypoint_subpixel,
+        "box_soft_nms_sigma": box_soft_nms_sigma,
         **overrides,
     }
     return keypoint_rcnn(

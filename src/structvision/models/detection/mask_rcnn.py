@@ -599,6 +599,7 @@ def mask_rcnn_small_fpn(
     box_head: str | nn.Module = "mlp",
     mask_rescoring: bool = True,
     mask_paste: str = "where_sampled",
+    box_soft_nms_sigma: float = 0.5,
     **overrides,
 ) -> MaskRCNN:
     """A small Mask R-CNN with FPN that trains from scratch on a CPU (cf. `faster_rcnn_small_fpn`).
@@ -607,8 +608,9 @@ def mask_rcnn_small_fpn(
     uses RoIPool instead of RoIAlign in the box and mask branches (the RoIAlign ablation).
     ``roi_canonical_scale`` is the box side (pixels) that both poolers assign to ``p4``.
     Unlike torchvision's model it ranks detections by box score times maskness
-    (``mask_rescoring``, :func:`paste_detection_masks`) and places masks where their training
-    targets were sampled (``mask_paste``, :data:`MASK_PASTES`).
+    (``mask_rescoring``, :func:`paste_detection_masks`), places masks where their training
+    targets were sampled (``mask_paste``, :data:`MASK_PASTES`) and selects detections by
+    Gaussian soft-NMS (``box_soft_nms_sigma``; 0 gives torchvision's NMS).
     """
     head = small_box_head(
         box_head, channels=fpn_channels, representation_size=overrides.get("representation_size")
@@ -629,6 +631,7 @@ def mask_rcnn_small_fpn(
         "mask_dim_reduced": fpn_channels,
         "mask_rescoring": mask_rescoring,
         "mask_paste": mask_paste,
+        "box_soft_nms_sigma": box_soft_nms_sigma,
         **overrides,
     }
     return mask_rcnn(
