@@ -153,7 +153,7 @@ MODEL_OPTION_HELP = {
     "embedding": "SINT: width of the fully connected layer on the coarsest map (0: none)",
     "margin": "SINT: margin of the contrastive loss",
     "caffe_loss": "SINT: Caffe's form of the contrastive loss (max(0, m - d^2) for negatives)",
-    "regression_head": "SINT: also learn a box regression head (offsets from a candidate to the target)",
+    "regression_head": "SINT: also learn a box regression head (candidate-to-target offsets)",
     "exemplar_size": "SiamFC: exemplar crop size, pixels",
     "search_size": "SiamFC: search crop size, pixels",
     "num_updates": "RAFT: recurrent refinement steps at inference",

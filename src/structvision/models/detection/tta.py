@@ -230,9 +230,9 @@ def _features(model: nn.Module, tensors: Tensor) -> dict[str, Tensor]:
 def mirrored_mask_box(mirrored: Tensor) -> Tensor:
     """Where the mirror image's mask grid matches the image's, cell for cell (flipped), when the
     masks are sampled as Mask R-CNN's targets are (RoIAlign, ``aligned=False``): the
-    ``mirrored`` boxes (``flip_boxes`` of the image's) moved one pixel left. That sampling reads pixel ``k`` at coordinate ``k``,
-    and the mirror of pixel ``k`` is ``W - 1 - k``, not ``W - k`` (tested against
-    :func:`~structvision.models.detection.mask_rcnn.mask_targets`)."""
+    ``mirrored`` boxes (``flip_boxes`` of the image's) moved one pixel left. That sampling
+    reads pixel ``k`` at coordinate ``k``, and the mirror of pixel ``k`` is ``W - 1 - k``, not
+    ``W - k`` (tested against :func:`~structvision.models.detection.mask_rcnn.mask_targets`)."""
     return mirrored - mirrored.new_tensor([1.0, 0.0, 1.0, 0.0])
 
 

@@ -16,9 +16,9 @@ IoU > 0.7, negatives by IoU < 0.5 (the paper's thresholds; others are not used).
 contrastive loss on the descriptors' distance ``d``: ``y d^2 / 2 + (1 - y) max(0, m - d)^2 / 2``
 (``m`` the margin), or Caffe's variant ``(1 - y) max(0, m - d^2) / 2`` for negatives.
 
-With ``regression_head`` the network also learns to refine a box: a small MLP on the query's and a
-candidate's descriptors predicts R-CNN offsets from the candidate to the target, trained with
-the smooth L1 loss on boxes of the search frame that overlap the target by IoU > 0.4. Its
+With ``regression_head`` the network also learns to refine a box: a small MLP on the query's
+and a candidate's descriptors predicts R-CNN offsets from the candidate to the target, trained
+with the smooth L1 loss on boxes of the search frame that overlap the target by IoU > 0.4. Its
 loss does not reach the descriptors, so the matching is learned as without it. SINT's
 candidates keep the previous box's aspect ratio and change scale in coarse steps; the head
 lets the box follow a turning or rolling object. It is learned offline, like the descriptors,
@@ -159,8 +159,8 @@ class SINT(nn.Module):
         embedding: width of the fully connected layer on the last map (0: none).
         pooler: ``"align"`` (RoIAlign) or ``"pool"`` (RoIPool, the paper's).
         margin: the contrastive loss' margin; ``caffe_loss`` its Caffe form.
-        regression_head: also learn the box regression head (module docstring), of ``regression_hidden``
-            units, its loss weighted by ``regression_weight``.
+        regression_head: also learn the box regression head (module docstring), of
+            ``regression_hidden`` units, its loss weighted by ``regression_weight``.
     """
 
     def __init__(
@@ -292,8 +292,8 @@ class SINT(nn.Module):
         counts = torch.tensor([len(b) for b in boxes], device=queries.device)
         if int(counts.sum()) == 0:
             return queries.sum() * 0
-        # the head learns from the descriptors without changing them: matching stays SINT's
-        described = self.describe({k: v.detach() for k, v in maps.items()}, boxes).detach()
+        with torch.no_grad():  # the head learns from the descriptors without changing them
+            described = self.describe(maps, boxes)
         repeated = queries.detach().repeat_interleave(counts, dim=0)
         predicted = self._normalised_offsets(repeated, described)
         wanted = torch.cat(
