@@ -12,6 +12,8 @@ masks are of that kind:
 - ``targets_pasted_where_sampled``: the same targets pasted where they were sampled
   (``paste_masks_where_sampled``, the small models' ``mask_paste`` default).
 
+Also prints the objects' sizes (square root of the box area, 10th / 50th / 90th percentile).
+
     python benchmarks/bench_mask_ceiling.py                      # 500 images, 28 cells
     python benchmarks/bench_mask_ceiling.py --data shapes:image_size=256
 """
@@ -61,6 +63,12 @@ def main() -> None:
     args = parser.parse_args()
     dataset = build_dataset(f"{args.data}:num_images={args.num_images}", split="val")
     samples = [dataset[index] for index in range(len(dataset))]
+    boxes = torch.cat([target["boxes"] for _, target in samples]).float()
+    sides = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()  # sqrt(area)
+    deciles = sides.quantile(torch.tensor([0.1, 0.5, 0.9])).tolist()
+    print(
+        json.dumps({"objects": len(sides), "side_px_p10_p50_p90": [round(v, 1) for v in deciles]})
+    )
 
     def targets(masks, boxes):
         return mask_targets(masks, boxes, torch.arange(len(boxes)), args.cells)

@@ -487,13 +487,14 @@ def test_soft_nms_keeps_what_nms_removes_with_lowered_scores() -> None:
     assert soft["scores"].tolist() == pytest.approx([0.9, 0.7, 0.8 * math.exp(-0.5)])
     assert soft["boxes"][2].tolist() == [0.0, 0.0, 10.0, 5.0]
     assert soft["labels"].tolist() == [1, 1, 1]
-    with pytest.raises(ValueError, match="soft_nms_sigma"):
-        RoIHeads(
-            box_roi_pool=nn.Identity(),
-            box_head=nn.Identity(),
-            box_predictor=nn.Identity(),
-            soft_nms_sigma=-1.0,
-        )
+    for bad in (-1.0, "abc"):  # e.g. --set model.box_soft_nms_sigma=abc
+        with pytest.raises(ValueError, match="soft_nms_sigma must be a number >= 0"):
+            RoIHeads(
+                box_roi_pool=nn.Identity(),
+                box_head=nn.Identity(),
+                box_predictor=nn.Identity(),
+                soft_nms_sigma=bad,
+            )
 
 
 def test_small_detectors_use_soft_nms_torchvision_layouts_do_not() -> None:
@@ -513,6 +514,12 @@ def test_small_detectors_use_soft_nms_torchvision_layouts_do_not() -> None:
         keypoint_rcnn_small_fpn(num_keypoints=5, **small),
     ):
         assert model.roi_heads.soft_nms_sigma == 0.5
+    # Fast R-CNN keeps NMS (its rows were measured so) and takes the option like the others
+    from structvision.models.detection import fast_rcnn_small
+
+    assert fast_rcnn_small(num_classes=3, width=8).roi_heads.soft_nms_sigma == 0.0
+    soft = fast_rcnn_small(num_classes=3, width=8, box_soft_nms_sigma=0.5)
+    assert soft.roi_heads.soft_nms_sigma == 0.5
     for model in (
         faster_rcnn_resnet50_fpn(num_classes=3),
         mask_rcnn_resnet50_fpn(num_classes=3),

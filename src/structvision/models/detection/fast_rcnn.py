@@ -138,6 +138,7 @@ def fast_rcnn_small(
     score_thresh: float = 0.05,
     nms_thresh: float = 0.5,
     detections_per_img: int = 100,
+    box_soft_nms_sigma: float = 0.0,
 ) -> FastRCNN:
     """A small Fast R-CNN on Selective Search proposals that trains from scratch on a CPU.
 
@@ -147,6 +148,7 @@ def fast_rcnn_small(
             4x4 pyramid) or ``"roi_align"`` (Mask R-CNN's bilinear sampling).
         feature_level: backbone stage whose map is pooled: 3 (stride 8) or 4 (stride 16).
         cache_dir: where Selective Search proposals are cached (``None``: no cache).
+        box_soft_nms_sigma: if positive, Gaussian soft-NMS of that width instead of NMS.
     """
     if pooler not in ("roi_pool", "spp", "roi_align"):
         raise ValueError(f"pooler must be 'roi_pool', 'spp' or 'roi_align', got {pooler!r}")
@@ -167,6 +169,7 @@ def fast_rcnn_small(
         score_thresh=score_thresh,
         nms_thresh=nms_thresh,
         detections_per_img=detections_per_img,
+        soft_nms_sigma=box_soft_nms_sigma,
     )
     transform = DetectionTransform(
         min_size=min_size,

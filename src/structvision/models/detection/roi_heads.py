@@ -597,8 +597,10 @@ class RoIHeads(nn.Module):
         soft_nms_sigma: float = 0.0,
     ) -> None:
         super().__init__()
-        if soft_nms_sigma < 0:
-            raise ValueError(f"soft_nms_sigma must be >= 0 (0: NMS), got {soft_nms_sigma}")
+        if not isinstance(soft_nms_sigma, int | float) or soft_nms_sigma < 0:
+            raise ValueError(
+                f"soft_nms_sigma must be a number >= 0 (0: NMS), got {soft_nms_sigma!r}"
+            )
         if not 0.0 <= bg_iou_low <= bg_iou_thresh:
             raise ValueError(
                 f"bg_iou_low must be in [0, bg_iou_thresh={bg_iou_thresh}], got {bg_iou_low}"
