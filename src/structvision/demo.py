@@ -443,7 +443,7 @@ def run_demo(*, out: Path, quick: bool = False, console: Console | None = None) 
             title="Models",
             paragraphs=(
                 "Every model above is also a recipe of 'structvision train' with its benchmark in "
-                "benchmarks/; optical flow and tracking come next.",
+                "benchmarks/; the table says what is ready and what is still in progress.",
             ),
             table=dict(ROADMAP),
         )
