@@ -1,6 +1,7 @@
 """Make a model-zoo entry from a trained run: ``structvision/zoo/weights/NAME/``.
 
-Writes the run's weights (in half precision unless ``--full-precision``), its model record,
+Writes the run's weights (in half precision unless ``--full-precision``; the large weights in
+int8 with a scale per output channel with ``--int8``), its model record,
 and ``zoo.json``: task, description, the metrics of the run's final held-out evaluation, the
 command that trained it, and a check (the shipped weights' metrics on a small validation SPEC,
 re-measured by the test suite). Prints the check metrics of the full-precision and the shipped
@@ -40,16 +41,34 @@ def main() -> None:
     parser.add_argument("--check-keys", default="", help="comma-separated metric names")
     parser.add_argument("--tolerance", type=float, default=0.02)
     parser.add_argument("--full-precision", action="store_true")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="store the weights of 2+ dimensions and at least --int8-min-size elements in int8 "
+        "with a scale per output channel (a quarter of float32); the rest as otherwise",
+    )
+    parser.add_argument("--int8-min-size", type=int, default=4096)
     args = parser.parse_args()
 
     _, model, model_config = load_trained_model(args.run)
     folder = WEIGHTS_DIR / args.name
     folder.mkdir(parents=True, exist_ok=True)
+    state = model.cpu().state_dict()
+    int8 = [
+        key
+        for key, value in state.items()
+        if args.int8
+        and value.is_floating_point()
+        and value.dim() >= 2
+        and value.numel() >= args.int8_min_size
+    ]
     state = {
-        key: value.half() if value.is_floating_point() and not args.full_precision else value
-        for key, value in model.cpu().state_dict().items()
+        key: value.half()
+        if value.is_floating_point() and not args.full_precision and key not in int8
+        else value
+        for key, value in state.items()
     }
-    save_state_dict(state, folder / "model.safetensors")
+    save_state_dict(state, folder / "model.safetensors", int8=int8)
     record = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,

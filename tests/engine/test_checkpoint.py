@@ -93,6 +93,56 @@ def test_shared_and_non_contiguous_tensors(tmp_path):
     assert torch.equal(fresh.embed.weight, model.embed.weight)
 
 
+def test_int8_weights_by_hand_and_back_as_float32(tmp_path):
+    from structvision.engine.checkpoint import INT8_SCALE_SUFFIX, dequantize_int8, quantize_int8
+
+    weight = torch.tensor([[1.27, -0.635, 0.0], [0.0, 0.0, 0.0], [-2.54, 1.0, 0.02]])
+    q, scale = quantize_int8(weight)
+    torch.testing.assert_close(scale, torch.tensor([0.01, 1.0, 0.02]))  # zero channel: 1
+    assert q.dtype == torch.int8
+    assert q.tolist() == [[127, -64, 0], [0, 0, 0], [-127, 50, 1]]  # -63.5 rounds to even
+    torch.testing.assert_close(dequantize_int8(q, scale)[2], torch.tensor([-2.54, 1.0, 0.02]))
+
+    model = ToyNet()
+    state = model.state_dict()
+    large = [name for name, value in state.items() if value.dim() >= 2]
+    save_state_dict(state, tmp_path / "q.safetensors", int8=large)
+    loaded = load_state_dict_file(tmp_path / "q.safetensors")
+    assert loaded.keys() == state.keys()  # the scales are consumed, not returned
+    for name, value in state.items():
+        assert loaded[name].dtype == torch.float32
+        if name in large:  # within half a quantisation step of each channel
+            step = value.flatten(1).abs().amax(1) / 127
+            error = (loaded[name] - value).flatten(1).abs().amax(1)
+            assert bool((error <= step / 2 + 1e-7).all()) and not torch.equal(loaded[name], value)
+        else:
+            assert torch.equal(loaded[name], value)
+    load_model_weights(ToyNet(), tmp_path / "q.safetensors")
+    big = nn.Conv2d(64, 64, 3).state_dict()  # a quarter of float32, plus the header
+    save_state_dict(big, tmp_path / "f.safetensors")
+    save_state_dict(big, tmp_path / "g.safetensors", int8=["weight"])
+    size = (tmp_path / "g.safetensors").stat().st_size
+    assert size < 0.27 * (tmp_path / "f.safetensors").stat().st_size
+
+    with pytest.raises(ValueError, match=r"int8 entries.*unknown \['nope'\]"):
+        save_state_dict(state, tmp_path / "x.safetensors", int8=["nope"])
+    bias = next(name for name, value in state.items() if value.dim() == 1)
+    with pytest.raises(ValueError, match=rf"unfit \['{bias}'\]"):
+        save_state_dict(state, tmp_path / "x.safetensors", int8=[bias])
+    import safetensors.torch
+
+    q, _ = quantize_int8(state[large[0]])
+    broken = {**state, large[0]: q, large[0] + INT8_SCALE_SUFFIX: torch.ones(1)}  # one scale
+
+    safetensors.torch.save_file(
+        {k: v.contiguous() for k, v in broken.items()},
+        str(tmp_path / "b.safetensors"),
+        metadata={"structvision_int8": json.dumps([large[0]])},
+    )
+    with pytest.raises(CheckpointError, match=rf"b\.safetensors.*{large[0]}.*per-channel scale"):
+        load_state_dict_file(tmp_path / "b.safetensors")
+
+
 def test_key_and_shape_errors_name_the_problem(tmp_path):
     save_state_dict(
         {"conv.weight": torch.zeros(8, 3, 3, 3), "extra.bias": torch.zeros(2)},

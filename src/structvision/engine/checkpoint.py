@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ FORMAT_VERSION = 1
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _ALIASES_KEY = "structvision_aliases"
+_INT8_KEY = "structvision_int8"
+#: Suffix of the per-channel scale stored beside each weight kept in int8.
+INT8_SCALE_SUFFIX = ".int8_scale"
 
 
 class CheckpointError(ValueError):
@@ -68,12 +72,50 @@ def is_complete_checkpoint(path: str | os.PathLike) -> bool:
 # Weights (safetensors)
 
 
-def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: ``(q int8, scale float32 (C,))`` with
+    ``weight ~ q * scale`` along dim 0, ``|q| <= 127``; an all-zero channel gets scale 1."""
+    channels = weight.detach().float().flatten(1)
+    scale = channels.abs().amax(dim=1) / 127
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(channels / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.view(weight.shape), scale
+
+
+def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The float32 weight ``q * scale`` of `quantize_int8`."""
+    return q.float() * scale.float().view(-1, *([1] * (q.dim() - 1)))
+
+
+def save_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    int8: Sequence[str] = (),
+) -> None:
     """Write ``state_dict`` to a safetensors file (not atomic on its own).
 
     Entries that are the same tensor under several names (tied weights) are stored once; the
     other names are recorded in the file's metadata and restored by `load_state_dict_file`.
+    The floating-point entries named in ``int8`` (weights of two or more dimensions) are stored
+    as `quantize_int8` gives them, a quarter of their float32 size, each with its per-channel
+    scale under ``NAME + INT8_SCALE_SUFFIX``; `load_state_dict_file` returns them in float32.
     """
+    unknown = [name for name in int8 if name not in state_dict]
+    unfit = [
+        name
+        for name in int8
+        if name in state_dict
+        and (not state_dict[name].is_floating_point() or state_dict[name].dim() < 2)
+    ]
+    if unknown or unfit:
+        raise ValueError(
+            f"save_state_dict: int8 entries must be floating-point weights of 2+ dimensions in "
+            f"the state dict; unknown {unknown[:5]}, unfit {unfit[:5]}"
+        )
+    state_dict = dict(state_dict)
+    for name in int8:
+        state_dict[name], state_dict[name + INT8_SCALE_SUFFIX] = quantize_int8(state_dict[name])
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
@@ -96,7 +138,7 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike
         seen[identity] = name
         # A private contiguous CPU copy: safetensors refuses tensors that share memory.
         tensors[name] = tensor.detach().to("cpu", copy=True).contiguous()
-    metadata = {_ALIASES_KEY: json.dumps(aliases)}
+    metadata = {_ALIASES_KEY: json.dumps(aliases), _INT8_KEY: json.dumps(list(int8))}
     safetensors.torch.save_file(tensors, str(path), metadata=metadata)
 
 
@@ -115,6 +157,17 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         aliases = json.loads(metadata.get(_ALIASES_KEY, "{}"))
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: metadata {_ALIASES_KEY!r} is not valid JSON") from error
+    try:
+        quantized = json.loads(metadata.get(_INT8_KEY, "[]"))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: metadata {_INT8_KEY!r} is not valid JSON") from error
+    for name in quantized:
+        q, scale = state_dict.get(name), state_dict.pop(name + INT8_SCALE_SUFFIX, None)
+        if q is None or scale is None or q.dtype != torch.int8 or scale.numel() != len(q):
+            raise CheckpointError(
+                f"{path}: int8 weight {name!r} lacks its int8 values or its per-channel scale"
+            )
+        state_dict[name] = dequantize_int8(q, scale)
     for alias, source in aliases.items():
         if source not in state_dict:
             raise CheckpointError(f"{path}: tied weight {alias!r} refers to missing {source!r}")
