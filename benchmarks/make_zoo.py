@@ -51,6 +51,9 @@ def main() -> None:
     args = parser.parse_args()
 
     _, model, model_config = load_trained_model(args.run)
+    # a proposal cache folder is a path on the machine that trained the run: a zoo model
+    # computes its proposals (Fast R-CNN's Selective Search) afresh
+    model_config["kwargs"].pop("cache_dir", None)
     folder = WEIGHTS_DIR / args.name
     folder.mkdir(parents=True, exist_ok=True)
     state = model.cpu().state_dict()
