@@ -48,9 +48,19 @@ def main() -> None:
         "with a scale per output channel (a quarter of float32); the rest as otherwise",
     )
     parser.add_argument("--int8-min-size", type=int, default=4096)
+    parser.add_argument(
+        "--keep-metrics",
+        action="store_true",
+        help="keep the recorded metrics of the entry this replaces (e.g. re-measured on its "
+        "benchmark after a decoding change) instead of the run's final evaluation",
+    )
     args = parser.parse_args()
 
     _, model, model_config = load_trained_model(args.run)
+    record_path = WEIGHTS_DIR / args.name / "zoo.json"
+    if args.keep_metrics and not record_path.is_file():
+        parser.error(f"--keep-metrics: there is no entry {args.name!r} to keep them from")
+    kept = json.loads(record_path.read_text())["metrics"] if args.keep_metrics else None
     # a proposal cache folder is a path on the machine that trained the run: a zoo model
     # computes its proposals (Fast R-CNN's Selective Search) afresh
     model_config["kwargs"].pop("cache_dir", None)
@@ -96,7 +106,7 @@ def main() -> None:
             f"zoo:{args.name}", data=args.check_data, out=Path(scratch) / "shipped.json"
         )
     keys = [k for k in args.check_keys.split(",") if k] or [k for k in shipped if k != "num_images"]
-    zoo_record["metrics"] = {k: held_out[k] for k in keys if k in held_out}
+    zoo_record["metrics"] = kept or {k: held_out[k] for k in keys if k in held_out}
     zoo_record["check"] = {
         "data": args.check_data,
         "metrics": {k: shipped[k] for k in keys},
