@@ -1,7 +1,8 @@
 """The model zoo: trained checkpoints shipped with the package, loaded as ``zoo:NAME``.
 
 Each entry is a folder ``structvision/zoo/weights/NAME/`` holding a checkpoint without its
-training state — ``model.safetensors`` (half precision where that keeps the metrics) and
+training state — ``model.safetensors`` (half precision, or its large weights in int8 with a
+scale per output channel, read back as float32; either only where that keeps the metrics) and
 ``config.json`` (how to rebuild the model) — and ``zoo.json``: the task, a description, the
 metrics measured on the benchmark's held-out data, the command that trained it, and a ``check``
 (a small validation SPEC, the metrics of the shipped weights on it and a tolerance) that the
