@@ -4,9 +4,10 @@
     structvision data synth NAME --out DIR [--num-images N] [--seed S] [--image-size PX]
     structvision data check ANNOTATIONS [--images DIR]
     structvision train RECIPE --data SPEC --out RUN [--max-steps N] [--devices N] [--set k=v ...]
-    structvision eval RUN_OR_CHECKPOINT --data SPEC
-    structvision predict RUN_OR_CHECKPOINT IMAGE... --out DIR
+    structvision eval RUN_OR_CHECKPOINT_OR_EXPORT --data SPEC [--backend onnxruntime]
+    structvision predict RUN_OR_CHECKPOINT_OR_EXPORT IMAGE... --out DIR
     structvision track RUN_OR_ZOO VIDEO_OR_FOLDER --init x,y,w,h --out DIR
+    structvision export RUN_OR_ZOO --format onnx --out DIR [--check]
 
 Commands print a table of results and write JSON; errors are one clear line and exit code 2.
 """
@@ -367,6 +368,21 @@ TtaFlag = Annotated[
         "augmentation; about twice the inference time).",
     ),
 ]
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="Runtime of an exported model (structvision export): onnxruntime (default).",
+    ),
+]
+
+
+def _model_errors() -> tuple[type[Exception], ...]:
+    """The errors a bad run, checkpoint, exported model or argument raises: one clear line."""
+    from structvision import tasks
+    from structvision.export import ExportError
+
+    return (tasks.RecipeError, ValueError, FileNotFoundError, ExportError)
 
 
 def _crf_parameters(crf: bool, crf_sets: list[str] | None) -> dict[str, float] | None:
@@ -398,14 +414,17 @@ def evaluate(
     crf: CrfFlag = False,
     crf_sets: CrfSets = None,
     tta: TtaFlag = False,
+    backend: BackendOption = None,
 ) -> None:
-    """Evaluate a trained model on a dataset; prints a table and writes JSON."""
+    """Evaluate a trained or exported model on a dataset; prints a table and writes JSON."""
     from structvision import tasks
 
     crf_parameters = _crf_parameters(crf, crf_sets)
     try:
-        metrics = tasks.run_eval(run, data=data, out=out, crf=crf_parameters, tta=tta)
-    except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
+        metrics = tasks.run_eval(
+            run, data=data, out=out, crf=crf_parameters, tta=tta, backend=backend
+        )
+    except _model_errors() as error:
         _fail(str(error))
     title = f"evaluation of {run}" + (" with flip TTA" if tta else "")
     title += " with the dense CRF" if crf_parameters is not None else ""
@@ -452,8 +471,10 @@ def predict(
     crf: CrfFlag = False,
     crf_sets: CrfSets = None,
     tta: TtaFlag = False,
+    backend: BackendOption = None,
 ) -> None:
-    """Run a trained model on images; writes overlays and COCO-format predictions.json."""
+    """Run a trained or exported model on images; writes overlays and COCO-format
+    predictions.json."""
     from structvision import tasks
 
     crf_parameters = _crf_parameters(crf, crf_sets)
@@ -467,8 +488,9 @@ def predict(
             tta=tta,
             recursive=recursive,
             skip_bad=skip_bad,
+            backend=backend,
         )
-    except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
+    except _model_errors() as error:
         _fail(str(error))
     for path, reason in summary.skipped:
         err_console.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
@@ -568,6 +590,48 @@ def recipes(
     for setting, (default, meaning) in describe_settings(recipe.train_defaults).items():
         table.add_row(setting, repr(default), meaning.replace("``", ""))
     console.print(table)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder, checkpoint folder or zoo:NAME.")],
+    out: Annotated[Path, typer.Option("--out", help="The export folder to write.")],
+    format: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Data SPEC the export is checked on (default: built-in)."),
+    ] = None,
+    num_images: Annotated[
+        int, typer.Option("--images", min=1, help="Samples the export is checked on.")
+    ] = 3,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Fail (writing nothing) when the exported model disagrees."),
+    ] = False,
+) -> None:
+    """Export a trained model (ONNX) and compare it with the PyTorch model."""
+    from structvision.export import export_model
+
+    try:
+        report = export_model(
+            str(run), out=out, format=format, data=data, num_images=num_images, check=check
+        )
+    except _model_errors() as error:
+        _fail(str(error))
+    table = Table(
+        title=f"{report.recipe} exported to {report.path} ({report.format}, "
+        f"{report.file_bytes / 1e6:.1f} MB, {report.seconds:.1f} s)",
+        header_style="bold",
+    )
+    for column in ("output", "largest difference", "of values up to", "within tolerance"):
+        table.add_column(column)
+    failures = {line.split(":")[0] for line in report.failures()}
+    for key, value in report.differences.items():
+        kind = "labels differing" if key in report.integer_outputs else "abs"
+        scale = "" if key in report.integer_outputs else f"{report.scales.get(key, 0.0):.3g}"
+        table.add_row(key, f"{value:.3g} ({kind})", scale, "no" if key in failures else "yes")
+    console.print(table)
+    console.print("compared on: " + "; ".join(report.checked_inputs), highlight=False)
 
 
 @app.command()

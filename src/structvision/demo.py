@@ -68,7 +68,7 @@ ROADMAP = (
     ("optical flow: RAFT, FlowNetS, OpenCV baselines, flow files and benchmarks", "in progress"),
     ("tracking: SINT, SiamFC, OpenCV trackers, OTB / GOT-10k / LaSOT", "in progress"),
     ("surface normals and intrinsic images (albedo, shading)", "in progress"),
-    ("export to ONNX / OpenVINO, fast CPU inference", "planned"),
+    ("export to ONNX / OpenVINO, fast CPU inference", "in progress"),
 )
 
 

@@ -110,7 +110,8 @@ class Predictor:
         self.model_config = model_config
         self.score_threshold = float(score_threshold)
         self.class_names = list(model_config.get("class_names", ()))
-        self.device = next(model.parameters()).device
+        parameter = next(model.parameters(), None)  # an exported model has none: the CPU
+        self.device = parameter.device if parameter is not None else torch.device("cpu")
 
     @torch.no_grad()
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> list[dict[str, Tensor]]:
@@ -182,6 +183,7 @@ def load(
     score_threshold: float = 0.5,
     tta: bool = False,
     crf: dict[str, float] | None = None,
+    backend: str | None = None,
 ) -> Predictor:
     """A `Predictor` for the model of a run folder or a checkpoint folder.
 
@@ -191,7 +193,7 @@ def load(
     """
     from structvision.tasks.run import _with_crf, _with_tta, load_trained_model
 
-    recipe, model, model_config = load_trained_model(path)
+    recipe, model, model_config = load_trained_model(path, backend=backend)
     model = _with_crf(_with_tta(model, recipe, model_config, tta), recipe, crf)
     return Predictor(
         recipe=recipe, model=model, model_config=model_config, score_threshold=score_threshold

@@ -370,15 +370,30 @@ def _to_cpu(prediction: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in prediction.items()}
 
 
-def load_trained_model(path: str | Path) -> tuple[Recipe, nn.Module, dict[str, Any]]:
+def load_trained_model(
+    path: str | Path, *, backend: str | None = None
+) -> tuple[Recipe, nn.Module, dict[str, Any]]:
     """Rebuild a trained model from a run or checkpoint folder, or ``zoo:NAME``:
-    ``(recipe, model, model_config)``.
+    ``(recipe, model, model_config)``; or load an exported model (an export folder or its
+    ``.onnx`` file, see :mod:`structvision.export`) to run on ``backend`` (default
+    ``onnxruntime``), with the same call contract.
 
     The model is in eval mode, on the GPU when one is available.
     """
     from structvision.engine import load_model_weights, read_checkpoint_config, resolve_checkpoint
+    from structvision.inference import is_export
     from structvision.zoo import is_zoo_name, zoo_path
 
+    if not is_zoo_name(path) and is_export(path):
+        from structvision.inference import load as load_exported
+
+        exported = load_exported(path, backend=backend or "onnxruntime")
+        return get_recipe(exported.recipe), exported, exported.model_config
+    if backend is not None and backend != "torch":
+        raise RecipeError(
+            f"--backend {backend} runs exported models; {path} is a trained PyTorch model "
+            "(export it first: structvision export)"
+        )
     checkpoint = resolve_checkpoint(zoo_path(path) if is_zoo_name(path) else path)
     model_config = read_checkpoint_config(checkpoint)["model"]
     name = model_config.get("recipe") if isinstance(model_config, dict) else None
@@ -437,6 +452,7 @@ def run_eval(
     out: str | Path | None = None,
     crf: dict[str, float] | None = None,
     tta: bool = False,
+    backend: str | None = None,
 ) -> dict[str, float]:
     """Evaluate the model of ``run`` on ``data``; metrics are written as JSON and returned.
 
@@ -445,12 +461,13 @@ def run_eval(
     ``<name>.predictions.json`` in the COCO results format. ``crf`` (a dict of `dense_crf`
     parameters, ``{}`` for its defaults) refines semantic segmentations with the dense CRF
     before they are scored. ``tta`` averages an R-CNN over each image and its mirror image
-    (:class:`~structvision.models.detection.tta.FlipTTA`; ``<data>.tta.json``).
+    (:class:`~structvision.models.detection.tta.FlipTTA`; ``<data>.tta.json``). ``run`` may
+    be an exported model, run on ``backend`` (see `load_trained_model`).
     """
     from structvision.engine import evaluate
     from structvision.engine.files import write_json_atomic
 
-    recipe, model, model_config = load_trained_model(run)
+    recipe, model, model_config = load_trained_model(run, backend=backend)
     model = _with_tta(model, recipe, model_config, tta)
     model = _with_crf(model, recipe, crf)
     dataset = build_dataset(data, split="val", modality=recipe.data_modality)
@@ -535,6 +552,7 @@ def run_predict(
     score_threshold: float = 0.5,
     crf: dict[str, float] | None = None,
     tta: bool = False,
+    backend: str | None = None,
     recursive: bool = False,
     skip_bad: bool = False,
 ) -> PredictSummary:

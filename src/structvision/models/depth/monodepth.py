@@ -53,6 +53,7 @@ __all__ = [
     "MonodepthDecoder",
     "ResNetEncoder",
     "SmallEncoder",
+    "depth_predictions",
     "monodepth_resnet18",
     "monodepth_small",
     "post_process_disparity",
@@ -473,20 +474,35 @@ class Monodepth(nn.Module):
         model's setting."""
         batch = _stack_images(images)
         use_post_process = self.post_process if post_process is None else post_process
-        width = batch.shape[-1]
-        disparity_px = self.disparities(batch, post_process=use_post_process) * width
-        cameras = _collate(targets) if targets is not None else {}
-        default_focal = self.focal if self.focal is not None else KITTI_FOCAL_FRACTION * width
-        focals = _per_image(cameras, "focal", len(batch), default_focal)
-        baselines = _per_image(cameras, "baseline", len(batch), self.baseline)
-        return [
-            {
-                "disparity": disp[0],
-                "disparity_right": disp[1],
-                "depth": focal * baseline / disp[0].clamp_min(MIN_DISPARITY_PX),
-            }
-            for disp, focal, baseline in zip(disparity_px, focals, baselines, strict=True)
-        ]
+        disparity_px = self.disparities(batch, post_process=use_post_process) * batch.shape[-1]
+        return depth_predictions(disparity_px, targets, focal=self.focal, baseline=self.baseline)
+
+
+def depth_predictions(
+    disparity_px: Tensor,
+    targets: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    *,
+    focal: float | None = None,
+    baseline: float = KITTI_BASELINE,
+) -> list[dict[str, Tensor]]:
+    """Monodepth's eval-mode results from ``disparity_px (B, 2, H, W)`` (left and right
+    disparities in pixels): per image ``disparity``, ``disparity_right`` and ``depth =
+    focal * baseline / disparity``, the camera taken from ``targets`` (``focal`` in pixels,
+    ``baseline``) where they give it, else from the arguments (``focal=None``: KITTI's
+    ``0.58 * W``)."""
+    batch, width = len(disparity_px), disparity_px.shape[-1]
+    cameras = _collate(targets) if targets is not None else {}
+    default_focal = focal if focal is not None else KITTI_FOCAL_FRACTION * width
+    focals = _per_image(cameras, "focal", batch, default_focal)
+    baselines = _per_image(cameras, "baseline", batch, baseline)
+    return [
+        {
+            "disparity": disp[0],
+            "disparity_right": disp[1],
+            "depth": focal * baseline / disp[0].clamp_min(MIN_DISPARITY_PX),
+        }
+        for disp, focal, baseline in zip(disparity_px, focals, baselines, strict=True)
+    ]
 
 
 def _pad_to_multiple(images: Tensor) -> Tensor:

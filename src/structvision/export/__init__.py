@@ -1,0 +1,365 @@
+"""Export trained models to ONNX and check the exported file against the model.
+
+    from structvision.export import export_model
+    report = export_model("zoo:fcn8s_shapes", out="exported/fcn8s", check=True)
+    print(report.differences)           # the largest difference of every output
+
+    structvision export zoo:fcn8s_shapes --format onnx --out exported/fcn8s --check
+
+An export folder holds ``model.onnx`` and ``export.json`` (the recipe, the trained model's
+``model_config``, the graph's inputs and outputs and the host-side settings, see
+:mod:`structvision.export.graphs`). It is accepted wherever a run or checkpoint is
+(``structvision eval``/``predict``, :func:`structvision.tasks.load_trained_model`), and
+:func:`structvision.inference.load` gives a callable with the eval-mode model's contract.
+
+The graph is exported with ``torch.onnx.export(dynamo=True)`` with dynamic batch, height and
+width. Export then verifies itself on samples of the model's own built-in data: the eager
+model and the exported file on the same images (one of them resized to another size, and,
+where the family batches images of mixed sizes, a padded batch of two sizes), and reports the
+largest difference of every output. With ``check=True`` a difference beyond the tolerances
+(`ExportTolerance`) raises `ExportCheckError`.
+
+ONNX export needs the ``deploy`` extra (``pip install "structvision[deploy]"``: ``onnx``,
+``onnxscript``, ``onnxruntime``); a missing package is named in the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from structvision.export.graphs import ExportFamily, family_for, sample_graph_inputs
+
+__all__ = [
+    "DEFAULT_CHECK_DATA",
+    "EXPORT_FORMATS",
+    "EXPORT_RECORD",
+    "ExportCheckError",
+    "ExportError",
+    "ExportReport",
+    "ExportTolerance",
+    "compare_predictions",
+    "export_model",
+    "require",
+]
+
+#: Formats `export_model` writes.
+EXPORT_FORMATS = ("onnx",)
+#: The file that describes an export folder.
+EXPORT_RECORD = "export.json"
+#: The ONNX file of an export folder.
+ONNX_FILE = "model.onnx"
+#: Version of ``export.json``'s layout.
+EXPORT_RECORD_VERSION = 1
+
+#: Built-in data each family's export is checked on (``num_images`` is set by the check).
+DEFAULT_CHECK_DATA = {
+    "segmentation": "shapes",
+    "depth": "world-stereo",
+    "dense_heads": "world",
+    "flow": "world-flow",
+}
+
+_EXTRA_HINT = 'pip install "structvision[deploy]"'
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made or read: a missing package, a bad file or folder."""
+
+
+class ExportCheckError(ExportError):
+    """The exported model disagrees with the PyTorch model beyond the tolerances."""
+
+
+def require(module: str) -> Any:
+    """Import ``module`` of the deploy extra, or fail naming the package and the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ExportError(
+            f"exported models need the package {module!r}, which is not installed ({error}); "
+            f"install the deploy extra: {_EXTRA_HINT}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ExportTolerance:
+    """How far an exported model may be from the PyTorch model.
+
+    A float output passes when ``max |exported - eager| <= atol + rtol * max |eager|``; an
+    integer output (labels) when at most ``label_fraction`` of its values differ (an argmax
+    may flip where two scores are equal to float rounding).
+    """
+
+    atol: float = 1e-4
+    rtol: float = 1e-4
+    label_fraction: float = 1e-3
+
+    def passes(self, key: str, difference: float, scale: float, integer: bool) -> bool:
+        if integer:
+            return difference <= self.label_fraction
+        return difference <= self.atol + self.rtol * scale
+
+
+@dataclass
+class ExportReport:
+    """What `export_model` wrote and how the exported model compares with the eager one."""
+
+    path: Path  #: the export folder
+    recipe: str
+    format: str
+    seconds: float  #: export time
+    file_bytes: int
+    #: per output: the largest absolute difference (float) or the fraction of differing
+    #: values (integer outputs), over every compared image
+    differences: dict[str, float] = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)  #: per output: max |eager|
+    integer_outputs: tuple[str, ...] = ()
+    checked_inputs: list[str] = field(default_factory=list)  #: what was compared
+    tolerance: ExportTolerance = field(default_factory=ExportTolerance)
+
+    def failures(self) -> list[str]:
+        """The outputs beyond the tolerances, each with its difference."""
+        return [
+            f"{key}: {value:.3g} (scale {self.scales.get(key, 0.0):.3g})"
+            for key, value in self.differences.items()
+            if not self.tolerance.passes(
+                key, value, self.scales.get(key, 0.0), key in self.integer_outputs
+            )
+        ]
+
+
+def compare_predictions(
+    eager: list[dict[str, Tensor]],
+    exported: list[dict[str, Tensor]],
+    report: ExportReport,
+    what: str,
+) -> None:
+    """Fold the differences of one set of predictions into ``report`` (per output, the largest
+    over everything compared so far)."""
+    if len(eager) != len(exported):
+        raise ExportCheckError(
+            f"{what}: the exported model gave {len(exported)} predictions for {len(eager)} inputs"
+        )
+    for index, (expected, got) in enumerate(zip(eager, exported, strict=True)):
+        missing = sorted(set(expected) - set(got))
+        if missing:
+            raise ExportCheckError(f"{what}, image {index}: exported outputs lack {missing}")
+        for key, value in expected.items():
+            if not torch.is_tensor(value):
+                continue
+            other = got[key].to(value.device)
+            if other.shape != value.shape:
+                raise ExportCheckError(
+                    f"{what}, image {index}: output {key!r} has shape {tuple(other.shape)}, "
+                    f"the PyTorch model's {tuple(value.shape)}"
+                )
+            if value.is_floating_point():
+                difference = (
+                    float((other.float() - value.float()).abs().max()) if value.numel() else 0.0
+                )
+                scale = float(value.float().abs().max()) if value.numel() else 0.0
+                report.scales[key] = max(report.scales.get(key, 0.0), scale)
+            else:
+                difference = float((other != value).float().mean()) if value.numel() else 0.0
+                report.integer_outputs = tuple(sorted({*report.integer_outputs, key}))
+            report.differences[key] = max(report.differences.get(key, 0.0), difference)
+    report.checked_inputs.append(what)
+
+
+def _check_samples(recipe: Any, data: str, num_images: int) -> list[tuple[Any, dict]]:
+    """``num_images`` validation samples of ``data`` as the model takes them, plus the first
+    one resized to another size (so the exported graph must handle a size it was not traced
+    at)."""
+    from dataclasses import replace
+
+    from structvision.data.spec import build_dataset, parse_spec
+
+    parsed = parse_spec(data)
+    if parsed.kind == "generator":
+        parsed = replace(parsed, options={**parsed.options, "num_images": num_images})
+    dataset = build_dataset(parsed, split="val", modality=recipe.data_modality)
+    samples = []
+    for index in range(min(num_images, len(dataset))):
+        image, target = dataset[index]
+        given = image if recipe.model_input is None else recipe.model_input(image, target)
+        samples.append((given, target))
+    if not samples:
+        raise ExportError(f"--data {data}: no samples to check the export on")
+    image, target = samples[0]
+    height, width = image.shape[-2:]
+    resized = F.interpolate(
+        image[None], size=(height + 13, width + 29), mode="bilinear", align_corners=False
+    )[0].clamp(0, 1)
+    camera = {k: v for k, v in target.items() if k in ("focal", "baseline")}
+    samples.append((resized, camera))
+    return samples
+
+
+def _export_onnx(
+    graph: torch.nn.Module, family: ExportFamily, outputs: tuple[str, ...], path: Path
+) -> None:
+    require("onnx")
+    require("onnxscript")
+    # batch, height and width stay symbolic (AUTO: the exporter works out how the padding to
+    # multiples of 32 depends on them instead of failing on named ranges)
+    auto = torch.export.Dim.AUTO
+    shapes = tuple({0: auto, 2: auto, 3: auto} for _ in family.inputs)
+    inputs = sample_graph_inputs(family, 2, 140, 204)  # not multiples of 32: pads traced
+    chatter = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                graph,
+                inputs,
+                str(path),
+                dynamo=True,
+                optimize=family.optimize,
+                input_names=list(family.inputs),
+                output_names=list(outputs),
+                dynamic_shapes=shapes,
+                external_data=False,
+                verbose=False,
+            )
+        except Exception as error:  # the exporter raises many kinds; say what failed
+            raise ExportError(
+                f"torch.onnx.export of the {family.name} graph failed: {type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}"
+            ) from error
+
+
+def export_model(
+    source: str | Path,
+    *,
+    out: str | Path,
+    format: str = "onnx",
+    data: str | None = None,
+    num_images: int = 3,
+    check: bool = False,
+    tolerance: ExportTolerance | None = None,
+    threads: int | None = None,
+) -> ExportReport:
+    """Export the trained model of ``source`` (a run or checkpoint folder, or ``zoo:NAME``)
+    into the folder ``out`` and compare the exported model with it (module docstring).
+
+    ``data`` (a SPEC; default: the family's built-in generator, `DEFAULT_CHECK_DATA`) gives
+    the ``num_images`` validation samples the comparison runs on. ``check=True`` raises
+    `ExportCheckError` when an output differs beyond ``tolerance``. An existing export in
+    ``out`` is replaced only once the new one is complete; a folder that holds anything else
+    is refused.
+    """
+    from structvision import __version__
+    from structvision.inference import load as load_exported
+    from structvision.tasks.run import load_trained_model
+
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"--format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
+    out = Path(out)
+    if out.exists() and (
+        not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT_RECORD).is_file())
+    ):
+        raise ExportError(
+            f"{out} exists and is not an export folder; choose a new folder (an export folder, "
+            f"with its {EXPORT_RECORD}, is replaced)"
+        )
+    tolerance = tolerance or ExportTolerance()
+    recipe, model, model_config = load_trained_model(source)
+    model = model.cpu().eval()
+    family = family_for(recipe.name)
+    graph = family.graph(model).eval()
+    outputs = family.outputs(model)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as scratch:
+        staged = Path(scratch) / ONNX_FILE
+        _export_onnx(graph, family, outputs, staged)
+        seconds = time.perf_counter() - started
+        record = {
+            "version": EXPORT_RECORD_VERSION,
+            "format": format,
+            "file": ONNX_FILE,
+            "recipe": recipe.name,
+            "family": family.name,
+            "inputs": list(family.inputs),
+            "outputs": list(outputs),
+            "host": family.host(model),
+            "pads_batches": family.pads_batches,
+            "source": str(source),
+            "structvision": __version__,
+            "torch": torch.__version__,
+            "model": model_config,
+        }
+        (Path(scratch) / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        report = ExportReport(
+            path=out,
+            recipe=recipe.name,
+            format=format,
+            seconds=seconds,
+            file_bytes=staged.stat().st_size,
+            tolerance=tolerance,
+        )
+        exported = load_exported(Path(scratch), threads=threads)
+        _verify(
+            recipe,
+            model,
+            exported,
+            family,
+            data or DEFAULT_CHECK_DATA[family.name],
+            num_images,
+            report,
+        )
+        failures = report.failures()
+        if check and failures:
+            raise ExportCheckError(
+                f"the exported {recipe.name} model disagrees with the PyTorch model beyond the "
+                f"tolerances (atol {tolerance.atol}, rtol {tolerance.rtol}, labels "
+                f"{tolerance.label_fraction}): {'; '.join(failures)}; nothing was written to {out}"
+            )
+        for name in (ONNX_FILE, EXPORT_RECORD):  # the record last: it marks a complete export
+            os.replace(Path(scratch) / name, out / name)
+    return report
+
+
+@torch.no_grad()
+def _verify(
+    recipe: Any,
+    model: torch.nn.Module,
+    exported: Any,
+    family: ExportFamily,
+    data: str,
+    num_images: int,
+    report: ExportReport,
+) -> None:
+    samples = _check_samples(recipe, data, num_images)
+    for index, (image, target) in enumerate(samples):
+        what = f"{data} sample {index} ({image.shape[-2]}x{image.shape[-1]})"
+        if index == len(samples) - 1:
+            what = f"a resized sample ({image.shape[-2]}x{image.shape[-1]})"
+        targets = [target] if family.name == "depth" else None
+        compare_predictions(
+            _eager(model, [image], targets), exported([image], targets), report, what
+        )
+    if family.pads_batches:  # one batch of two sizes, padded
+        images = [samples[0][0], samples[-1][0]]
+        compare_predictions(
+            _eager(model, images, None), exported(images), report, "a batch of two sizes"
+        )
+
+
+def _eager(model: torch.nn.Module, images: list[Tensor], targets: Any) -> list[dict[str, Tensor]]:
+    return model(images, targets) if targets is not None else model(images)

@@ -1,0 +1,178 @@
+"""Run exported models: ``load(PATH)`` gives a callable with the eval-mode model's contract.
+
+    from structvision.inference import load
+    model = load("exported/fcn8s")                  # a folder from `structvision export`
+    predictions = model([image])                   # [{"semantic": ..., "semantic_logits": ...}]
+
+``PATH`` is an export folder (``export.json`` and its model file) or the ``.onnx`` file inside
+one. The model takes what the PyTorch model takes in eval mode (a list of ``(3, H, W)`` images
+in ``[0, 1]``, sizes may differ; for flow models ``(6, H, W)`` frame pairs; depth models also
+take the targets that hold the camera) and returns the same per-image dicts, on the CPU.
+Backends: ``onnxruntime`` (the default).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from structvision.export import EXPORT_RECORD, ExportError, require
+from structvision.export.graphs import family_for
+
+__all__ = ["BACKENDS", "ExportedModel", "is_export", "load"]
+
+#: Runtimes that can run an exported model.
+BACKENDS = ("onnxruntime",)
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is an export folder or the model file of one."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / EXPORT_RECORD).is_file()
+    return path.suffix == ".onnx"
+
+
+def _read_record(path: Path) -> tuple[Path, dict[str, Any]]:
+    folder = path if path.is_dir() else path.parent
+    record_path = folder / EXPORT_RECORD
+    if not path.exists():
+        raise ExportError(f"{path}: no such exported model")
+    if not record_path.is_file():
+        raise ExportError(
+            f"{path}: {record_path.name} is missing beside the model file; export folders are "
+            "made by 'structvision export' and keep both files"
+        )
+    try:
+        record = json.loads(record_path.read_text())
+        model_file = folder / record["file"]
+        for key in ("recipe", "inputs", "outputs", "model"):
+            record[key]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ExportError(f"{record_path}: not a valid export record ({error!r})") from None
+    if not path.is_dir() and path.resolve() != model_file.resolve():
+        raise ExportError(f"{path}: {record_path} describes another file, {record['file']}")
+    if not model_file.is_file():
+        raise ExportError(f"{model_file}: the exported model file is missing")
+    return model_file, record
+
+
+class _OnnxRuntime:
+    """An ONNX Runtime session on the CPU (or CUDA when its provider is installed)."""
+
+    def __init__(self, path: Path, threads: int | None) -> None:
+        ort = require("onnxruntime")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        providers = [
+            p
+            for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+            if p in ort.get_available_providers()
+        ]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as error:  # onnxruntime raises its own exception types
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ExportError(f"{path}: not a readable ONNX model ({message})") from None
+        self.outputs = [output.name for output in self.session.get_outputs()]
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.outputs, self.session.run(None, inputs), strict=True))
+
+
+class ExportedModel(nn.Module):
+    """An exported model behind the eval-mode ``model(images[, targets])`` call (module
+    docstring). It holds no parameters; ``recipe`` and ``model_config`` are the trained
+    model's."""
+
+    def __init__(self, path: Path, record: dict[str, Any], runtime: Any) -> None:
+        super().__init__()
+        self.path = path
+        self.record = record
+        self.recipe = record["recipe"]
+        self.model_config = record["model"]
+        self.family = family_for(self.recipe)
+        self.runtime = runtime
+        self.train(False)
+
+    def train(self, mode: bool = True) -> ExportedModel:
+        if mode:
+            raise RuntimeError(f"{self.path}: an exported model cannot be trained")
+        return super().train(False)
+
+    def _run(self, batch: Tensor) -> dict[str, Tensor]:
+        """One batch ``(B, 3 * inputs, H, W)`` through the runtime."""
+        frames = batch.float().cpu().split(3, dim=1)
+        feeds = {
+            name: np.ascontiguousarray(frame.numpy())
+            for name, frame in zip(self.family.inputs, frames, strict=True)
+        }
+        results = self.runtime(feeds)
+        return {
+            name: torch.from_numpy(np.asarray(results[name])) for name in self.record["outputs"]
+        }
+
+    @torch.no_grad()
+    def forward(self, images: Tensor | Sequence[Tensor], targets: Any = None) -> list[dict]:
+        image_list = (
+            list(images) if not isinstance(images, Tensor) or images.ndim == 4 else [images]
+        )
+        if not image_list:
+            return []
+        channels = 3 * len(self.family.inputs)
+        for index, image in enumerate(image_list):
+            if image.ndim != 3 or image.shape[0] != channels:
+                raise ValueError(
+                    f"{self.path}: image {index} must be ({channels}, H, W), got "
+                    f"{tuple(image.shape)}"
+                )
+        sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in image_list]
+        target_list = list(targets) if isinstance(targets, Sequence) else None
+        if self.record.get("pads_batches") or len(set(sizes)) == 1:
+            return self._batch(image_list, sizes, targets)
+        # families that cannot pad: one size at a time, results back in order
+        results: list[dict | None] = [None] * len(image_list)
+        for size in dict.fromkeys(sizes):
+            indices = [i for i, s in enumerate(sizes) if s == size]
+            group_targets = None if target_list is None else [target_list[i] for i in indices]
+            predictions = self._batch(
+                [image_list[i] for i in indices], [size] * len(indices), group_targets
+            )
+            for i, prediction in zip(indices, predictions, strict=True):
+                results[i] = prediction
+        return results  # type: ignore[return-value]
+
+    def _batch(
+        self, images: list[Tensor], sizes: list[tuple[int, int]], targets: Any
+    ) -> list[dict]:
+        height = max(h for h, _ in sizes)
+        width = max(w for _, w in sizes)
+        if all(size == (height, width) for size in sizes):
+            batch = torch.stack([image.float().cpu() for image in images])
+        else:  # pad with the colour the graph's normalisation maps to zero
+            pad = torch.tensor(self.record["host"]["pad"], dtype=torch.float32).view(1, 3, 1, 1)
+            batch = pad.expand(len(images), 3, height, width).clone()
+            for index, image in enumerate(images):
+                batch[index, :, : image.shape[-2], : image.shape[-1]] = image.float().cpu()
+        outputs = self._run(batch)
+        return self.family.predictions(outputs, sizes, targets, self.record.get("host", {}))
+
+
+def load(
+    path: str | Path, *, backend: str = "onnxruntime", threads: int | None = None
+) -> ExportedModel:
+    """The exported model at ``path`` (module docstring) on ``backend``; ``threads`` caps the
+    runtime's threads (default: the runtime's own choice)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    path = Path(path)
+    model_file, record = _read_record(path)
+    return ExportedModel(path, record, _OnnxRuntime(model_file, threads))

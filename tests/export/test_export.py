@@ -1,0 +1,221 @@
+"""ONNX export: each family's round trip on a tiny trained model (the exported model against
+the PyTorch one, on images of other sizes than the export's and on mixed-size batches), the
+exported model through eval and predict, and the errors (bad files, a missing extra, a failed
+check that must not touch an earlier export)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from structvision.cli import app
+from structvision.data.spec import build_dataset
+from structvision.export import (
+    ExportCheckError,
+    ExportError,
+    ExportTolerance,
+    export_model,
+    require,
+)
+from structvision.inference import load
+from structvision.tasks import load_trained_model
+
+pytestmark = pytest.mark.slow  # each export traces a model: 10-30 s
+
+runner = CliRunner()
+QUICK = ["--max-steps", "2", "--set", "batch_size=2", "--set", "progress=false"]
+SHAPES = "shapes:image_size=48,num_images=3"
+
+
+def _train(out, recipe, data, *settings):
+    result = runner.invoke(
+        app, ["train", recipe, "--data", data, "--out", str(out), *QUICK, *settings]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _assert_same(eager, exported, *, atol=1e-4):
+    assert len(eager) == len(exported)
+    for expected, got in zip(eager, exported, strict=True):
+        assert set(expected) == set(got)
+        for key, value in expected.items():
+            assert got[key].shape == value.shape, key
+            if value.is_floating_point():
+                scale = float(value.abs().max())
+                assert torch.allclose(got[key], value, atol=atol + 1e-4 * scale), key
+            else:
+                assert (got[key] != value).float().mean() <= 1e-3, key
+
+
+@pytest.fixture(scope="module")
+def fcn(tmp_path_factory):
+    """A tiny FCN-8s run and its export (through the command line, with --check)."""
+    root = tmp_path_factory.mktemp("fcn")
+    run = _train(root / "run", "fcn8s", SHAPES, "--set", "model.width=8")
+    exported = root / "exported"
+    result = runner.invoke(
+        app,
+        ["export", str(run), "--out", str(exported), "--check", "--data", SHAPES, "--images", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "fcn8s exported to" in result.output and "resized sample" in result.output
+    return run, exported
+
+
+def test_fcn_export_matches_the_model_on_mixed_sizes(fcn):
+    run, exported = fcn
+    record = json.loads((exported / "export.json").read_text())
+    assert record["recipe"] == "fcn8s" and record["outputs"] == ["semantic", "semantic_logits"]
+    _, model, _ = load_trained_model(run)
+    model = model.cpu()
+    onnx_model = load(exported / "model.onnx")
+    generator = torch.Generator().manual_seed(3)
+    # sizes the export never saw, in one padded batch (and a single image of a third size)
+    images = [
+        torch.rand(3, 37, 61, generator=generator),
+        torch.rand(3, 50, 44, generator=generator),
+    ]
+    with torch.no_grad():
+        _assert_same(model(images), onnx_model(images))
+        single = [torch.rand(3, 70, 33, generator=generator)]
+        _assert_same(model(single), onnx_model(single))
+
+
+def test_exported_fcn_evaluates_and_predicts_like_its_run(fcn, tmp_path):
+    from structvision.viz import save_png
+
+    run, exported = fcn
+    scores = {}
+    for name, source in (("run", run), ("exported", exported)):
+        result = runner.invoke(
+            app, ["eval", str(source), "--data", SHAPES, "--out", str(tmp_path / f"{name}.json")]
+        )
+        assert result.exit_code == 0, result.output
+        scores[name] = json.loads((tmp_path / f"{name}.json").read_text())["metrics"]
+    assert scores["exported"] == pytest.approx(scores["run"], abs=1e-6)
+    image, _ = build_dataset(SHAPES, split="val")[0]
+    save_png((image * 255).round().byte(), tmp_path / "x.png")
+    predicted = runner.invoke(
+        app,
+        ["predict", str(exported), str(tmp_path / "x.png"), "--out", str(tmp_path / "p"), "--crf"],
+    )
+    assert predicted.exit_code == 0, predicted.output
+    assert (tmp_path / "p" / "x_labels.png").is_file()
+    wrong = runner.invoke(app, ["eval", str(run), "--data", SHAPES, "--backend", "onnxruntime"])
+    assert wrong.exit_code == 2 and "export it first" in wrong.output
+
+
+def test_dense_heads_export_runs_mixed_sizes_one_size_at_a_time(tmp_path):
+    data = "world:height=32,width=64,num_images=2"
+    run = _train(
+        tmp_path / "run",
+        "normals",
+        data,
+        "--set",
+        "model.width=8",
+        "--set",
+        "model.with_depth=true",
+    )
+    report = export_model(run, out=tmp_path / "exported", data=data, num_images=1, check=True)
+    assert set(report.differences) == {"normals", "depth"} and not report.failures()
+    _, model, _ = load_trained_model(run)
+    model = model.cpu()
+    onnx_model = load(tmp_path / "exported")
+    generator = torch.Generator().manual_seed(5)
+    first, second = (torch.rand(3, 40, 52, generator=generator) for _ in range(2))
+    large = torch.rand(3, 64, 96, generator=generator)
+    with torch.no_grad():
+        got = onnx_model([first, large, second])  # two sizes: back in the order given
+        expected = model([first, second])
+        _assert_same([expected[0], model([large])[0], expected[1]], got)
+
+
+def test_depth_export_takes_the_camera_from_the_targets(tmp_path):
+    data = "world-stereo:num_images=2,height=64,width=128"
+    run = _train(tmp_path / "run", "monodepth", data, "--set", "model.width=8")
+    report = export_model(run, out=tmp_path / "exported", data=data, num_images=1, check=True)
+    assert {"disparity", "disparity_right", "depth"} <= set(report.differences)
+    _, model, _ = load_trained_model(run)
+    model = model.cpu()
+    onnx_model = load(tmp_path / "exported")
+    images = [torch.rand(3, 70, 150, generator=torch.Generator().manual_seed(1))]
+    camera = [{"focal": torch.tensor(100.0), "baseline": torch.tensor(0.3)}]
+    with torch.no_grad():
+        expected, got = model(images, camera), onnx_model(images, camera)
+        _assert_same(expected, got, atol=1e-3)
+        # depth = focal * baseline / disparity with the given camera, not the model's default
+        assert torch.allclose(
+            got[0]["depth"] * got[0]["disparity"].clamp_min(1e-3), torch.tensor(30.0)
+        )
+
+
+def test_flow_export_takes_two_frames(tmp_path):
+    data = "world-flow:height=128,width=128,num_images=2"
+    run = _train(tmp_path / "run", "flownet_s", data, "--set", "model.width=8")
+    report = export_model(run, out=tmp_path / "exported", data=data, num_images=1, check=True)
+    assert set(report.differences) == {"flow"}
+    _, model, _ = load_trained_model(run)
+    model = model.cpu()
+    pair = [torch.rand(6, 100, 140, generator=torch.Generator().manual_seed(2))]
+    with torch.no_grad():
+        _assert_same(model(pair), load(tmp_path / "exported")(pair), atol=1e-3)
+
+
+def test_a_failed_check_leaves_an_earlier_export_untouched(fcn, tmp_path):
+    run, exported = fcn
+    copy = tmp_path / "exported"
+    shutil.copytree(exported, copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    strict = ExportTolerance(atol=0.0, rtol=0.0, label_fraction=0.0)
+    # logits of an export are never bit-equal to PyTorch's, so nothing passes a zero tolerance
+    with pytest.raises(ExportCheckError, match=r"semantic_logits.*nothing was written"):
+        export_model(run, out=copy, data=SHAPES, num_images=1, check=True, tolerance=strict)
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+    # a folder that is not an export is refused before anything is done
+    other = tmp_path / "results"
+    other.mkdir()
+    (other / "metrics.json").write_text("{}")
+    with pytest.raises(ExportError, match="not an export folder"):
+        export_model(run, out=other, check=True)
+    assert [p.name for p in other.iterdir()] == ["metrics.json"]
+
+
+def test_bad_exported_files_are_named(fcn, tmp_path):
+    _, exported = fcn
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(exported / "export.json", broken / "export.json")
+    (broken / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(ExportError, match=r"broken/model.onnx: not a readable ONNX model"):
+        load(broken)
+    lonely = tmp_path / "lonely.onnx"
+    shutil.copy(exported / "model.onnx", lonely)
+    with pytest.raises(ExportError, match=r"export\.json is missing"):
+        load(lonely)
+    (broken / "export.json").write_text("{")
+    result = runner.invoke(app, ["eval", str(broken), "--data", SHAPES])
+    assert result.exit_code == 2 and "not a valid export record" in result.output
+    (broken / "model.onnx").unlink()
+    with pytest.raises(ExportError, match="no such exported model"):
+        load(broken / "model.onnx")
+
+
+def test_a_missing_runtime_names_the_extra(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def without_onnxruntime(name, *args):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_onnxruntime)
+    with pytest.raises(ExportError, match=r"'onnxruntime'.*structvision\[deploy\]"):
+        require("onnxruntime")
+    assert require("json") is json
