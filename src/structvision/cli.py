@@ -8,6 +8,7 @@
     structvision predict RUN_OR_CHECKPOINT_OR_EXPORT IMAGE... --out DIR
     structvision track RUN_OR_ZOO VIDEO_OR_FOLDER --init x,y,w,h --out DIR
     structvision export RUN_OR_ZOO --format onnx --out DIR [--check]
+    structvision benchmark RUN_OR_ZOO --data SPEC [--formats torch,onnx] [--threads N]
 
 Commands print a table of results and write JSON; errors are one clear line and exit code 2.
 """
@@ -632,6 +633,60 @@ def export(
         table.add_row(key, f"{value:.3g} ({kind})", scale, "no" if key in failures else "yes")
     console.print(table)
     console.print("compared on: " + "; ".join(report.checked_inputs), highlight=False)
+
+
+@app.command()
+def benchmark(
+    run: Annotated[
+        Path, typer.Argument(help="Run folder, checkpoint folder, zoo:NAME or export folder.")
+    ],
+    data: Annotated[str, typer.Option("--data", help="Data SPEC the metric is measured on.")],
+    formats: Annotated[
+        str, typer.Option("--formats", help="Comma-separated formats: torch, onnx.")
+    ] = "torch,onnx",
+    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads.")] = 2,
+    speed_images: Annotated[
+        int, typer.Option("--speed-images", min=1, help="Images the speed is timed on.")
+    ] = 10,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the rows as JSON (optional).")
+    ] = None,
+    exported: Annotated[
+        Path | None,
+        typer.Option("--export", help="An export folder of this model to time (default: export)."),
+    ] = None,
+) -> None:
+    """Each format's file size, metric and milliseconds per image, against PyTorch eager."""
+    from structvision.engine.files import write_json_atomic
+    from structvision.export.benchmark import benchmark as run_benchmark
+
+    try:
+        rows = run_benchmark(
+            str(run),
+            data=data,
+            formats=tuple(name.strip() for name in formats.split(",") if name.strip()),
+            threads=threads,
+            speed_images=speed_images,
+            exported=exported,
+        )
+    except _model_errors() as error:
+        _fail(str(error))
+    table = Table(title=f"benchmark of {run} on {data} ({threads} threads)", header_style="bold")
+    for column in ("format", "size (MB)", "metric", "ms / image", "images / s", "vs torch"):
+        table.add_column(column)
+    for row in rows:
+        speedup = "" if row.speedup is None else f"{row.speedup:.2f}x"
+        table.add_row(
+            row.format,
+            f"{row.file_mb:.1f}",
+            f"{row.metric} {row.value:.4f}",
+            f"{row.ms_per_image:.1f}",
+            f"{row.images_per_second:.1f}",
+            speedup,
+        )
+    console.print(table)
+    if out is not None:
+        write_json_atomic(out, {"data": data, "rows": [row.as_dict() for row in rows]})
 
 
 @app.command()

@@ -51,16 +51,23 @@ def _read_record(path: Path) -> tuple[Path, dict[str, Any]]:
         )
     try:
         record = json.loads(record_path.read_text())
-        model_file = folder / record["file"]
-        for key in ("recipe", "inputs", "outputs", "model"):
-            record[key]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        if record.get("kind") == "parts":
+            files = [folder / part["file"] for part in record["parts"].values()]
+            needed = ("recipe", "model")
+        else:
+            files = [folder / record["file"]]
+            needed = ("recipe", "model", "inputs", "outputs")
+        missing = [key for key in needed if key not in record]
+        if missing:
+            raise KeyError(missing)
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise ExportError(f"{record_path}: not a valid export record ({error!r})") from None
-    if not path.is_dir() and path.resolve() != model_file.resolve():
-        raise ExportError(f"{path}: {record_path} describes another file, {record['file']}")
-    if not model_file.is_file():
-        raise ExportError(f"{model_file}: the exported model file is missing")
-    return model_file, record
+    if not path.is_dir() and path.resolve() not in {f.resolve() for f in files}:
+        raise ExportError(f"{path}: {record_path} describes other files")
+    for file in files:
+        if not file.is_file():
+            raise ExportError(f"{file}: the exported model file is missing")
+    return folder, record
 
 
 class _OnnxRuntime:
@@ -168,11 +175,24 @@ class ExportedModel(nn.Module):
 
 def load(
     path: str | Path, *, backend: str = "onnxruntime", threads: int | None = None
-) -> ExportedModel:
+) -> nn.Module:
     """The exported model at ``path`` (module docstring) on ``backend``; ``threads`` caps the
-    runtime's threads (default: the runtime's own choice)."""
+    runtime's threads (default: the runtime's own choice). A graph export gives an
+    `ExportedModel`; an R-CNN exported by parts gives the model rebuilt around its parts
+    (:mod:`structvision.export.parts`). Both have ``recipe`` and ``model_config``."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     path = Path(path)
-    model_file, record = _read_record(path)
-    return ExportedModel(path, record, _OnnxRuntime(model_file, threads))
+    folder, record = _read_record(path)
+    if record.get("kind") == "parts":
+        from structvision.export.parts import assemble
+        from structvision.tasks import get_recipe
+
+        runtimes = {
+            name: _OnnxRuntime(folder / part["file"], threads)
+            for name, part in record["parts"].items()
+        }
+        model = assemble(get_recipe(record["recipe"]), record, runtimes)
+        model.recipe, model.model_config, model.path = record["recipe"], record["model"], path
+        return model
+    return ExportedModel(path, record, _OnnxRuntime(folder / record["file"], threads))

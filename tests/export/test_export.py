@@ -219,3 +219,28 @@ def test_a_missing_runtime_names_the_extra(monkeypatch):
     with pytest.raises(ExportError, match=r"'onnxruntime'.*structvision\[deploy\]"):
         require("onnxruntime")
     assert require("json") is json
+
+
+def test_benchmark_measures_each_format(fcn, tmp_path):
+    run, exported = fcn
+    out = tmp_path / "bench.json"
+    result = runner.invoke(
+        app,
+        [
+            *("benchmark", str(run), "--data", SHAPES, "--threads", "1", "--speed-images", "2"),
+            *("--export", str(exported), "--out", str(out)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = {row["format"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"torch", "onnx"}
+    assert rows["torch"]["metric"] == rows["onnx"]["metric"] == "miou"
+    assert rows["onnx"]["metrics"] == pytest.approx(rows["torch"]["metrics"], abs=1e-6)
+    assert rows["onnx"]["file_mb"] == pytest.approx(
+        (exported / "model.onnx").stat().st_size / 1e6, abs=0.01
+    )
+    assert rows["torch"]["speedup"] == 1.0
+    ratio = rows["onnx"]["images_per_second"] / rows["torch"]["images_per_second"]
+    assert rows["onnx"]["speedup"] == pytest.approx(ratio, rel=0.01)
+    refused = runner.invoke(app, ["benchmark", str(exported), "--data", SHAPES])
+    assert refused.exit_code == 2 and "--formats onnx" in refused.output

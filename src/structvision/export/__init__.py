@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from structvision.export.graphs import ExportFamily, family_for, sample_graph_inputs
+from structvision.export.parts import PART_RECIPES, export_parts
 
 __all__ = [
     "DEFAULT_CHECK_DATA",
@@ -64,8 +65,10 @@ ONNX_FILE = "model.onnx"
 #: Version of ``export.json``'s layout.
 EXPORT_RECORD_VERSION = 1
 
-#: Built-in data each family's export is checked on (``num_images`` is set by the check).
+#: Built-in data each family's export is checked on (``num_images`` is set by the check;
+#: Keypoint R-CNN: ``shapes-pose``).
 DEFAULT_CHECK_DATA = {
+    "detection": "shapes",
     "segmentation": "shapes",
     "depth": "world-stereo",
     "dense_heads": "world",
@@ -102,14 +105,21 @@ class ExportTolerance:
 
     A float output passes when ``max |exported - eager| <= atol + rtol * max |eager|``; an
     integer output (labels) when at most ``label_fraction`` of its values differ (an argmax
-    may flip where two scores are equal to float rounding).
+    may flip where two scores are equal to float rounding). For detectors, ``detections`` is
+    the fraction of detections present in one model's output only (compared up to the shorter
+    list).
     """
 
     atol: float = 1e-4
     rtol: float = 1e-4
     label_fraction: float = 1e-3
+    #: detectors: the fraction of detections that may appear or vanish (a score at a
+    #: threshold moved by float rounding)
+    count_fraction: float = 0.02
 
     def passes(self, key: str, difference: float, scale: float, integer: bool) -> bool:
+        if key == "detections":
+            return difference <= self.count_fraction
         if integer:
             return difference <= self.label_fraction
         return difference <= self.atol + self.rtol * scale
@@ -163,6 +173,15 @@ def compare_predictions(
             if not torch.is_tensor(value):
                 continue
             other = got[key].to(value.device)
+            if value.ndim and other.ndim == value.ndim and other.shape[1:] == value.shape[1:]:
+                count, other_count = int(value.shape[0]), int(other.shape[0])
+                if count != other_count:  # per-detection outputs: compare the common prefix
+                    lost = abs(count - other_count) / max(count, other_count)
+                    report.differences["detections"] = max(
+                        report.differences.get("detections", 0.0), lost
+                    )
+                    common = min(count, other_count)
+                    value, other = value[:common], other[:common]
             if other.shape != value.shape:
                 raise ExportCheckError(
                     f"{what}, image {index}: output {key!r} has shape {tuple(other.shape)}, "
@@ -280,48 +299,63 @@ def export_model(
     tolerance = tolerance or ExportTolerance()
     recipe, model, model_config = load_trained_model(source)
     model = model.cpu().eval()
-    family = family_for(recipe.name)
-    graph = family.graph(model).eval()
-    outputs = family.outputs(model)
+    by_parts = recipe.name in PART_RECIPES
+    family = None if by_parts else family_for(recipe.name)
+    if data is None:
+        data = (
+            "shapes-pose"
+            if recipe.name == "keypoint_rcnn"
+            else DEFAULT_CHECK_DATA["detection" if by_parts else family.name]
+        )
+    samples = _check_samples(recipe, data, num_images)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as scratch:
-        staged = Path(scratch) / ONNX_FILE
-        _export_onnx(graph, family, outputs, staged)
-        seconds = time.perf_counter() - started
         record = {
             "version": EXPORT_RECORD_VERSION,
             "format": format,
-            "file": ONNX_FILE,
             "recipe": recipe.name,
-            "family": family.name,
-            "inputs": list(family.inputs),
-            "outputs": list(outputs),
-            "host": family.host(model),
-            "pads_batches": family.pads_batches,
             "source": str(source),
             "structvision": __version__,
             "torch": torch.__version__,
             "model": model_config,
         }
+        if by_parts:  # two samples of different sizes: a padded batch of 2
+            parts = export_parts(model, [samples[0][0], samples[-1][0]], Path(scratch))
+            record |= {"kind": "parts", "parts": parts}
+            files = [part["file"] for part in parts.values()]
+        else:
+            outputs = family.outputs(model)
+            _export_onnx(family.graph(model).eval(), family, outputs, Path(scratch) / ONNX_FILE)
+            record |= {
+                "kind": "graph",
+                "file": ONNX_FILE,
+                "family": family.name,
+                "inputs": list(family.inputs),
+                "outputs": list(outputs),
+                "host": family.host(model),
+                "pads_batches": family.pads_batches,
+            }
+            files = [ONNX_FILE]
+        seconds = time.perf_counter() - started
         (Path(scratch) / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         report = ExportReport(
             path=out,
             recipe=recipe.name,
             format=format,
             seconds=seconds,
-            file_bytes=staged.stat().st_size,
+            file_bytes=sum((Path(scratch) / name).stat().st_size for name in files),
             tolerance=tolerance,
         )
         exported = load_exported(Path(scratch), threads=threads)
         _verify(
-            recipe,
             model,
             exported,
-            family,
-            data or DEFAULT_CHECK_DATA[family.name],
-            num_images,
+            samples,
+            data,
             report,
+            mixed_batch=by_parts or family.pads_batches,
+            camera=not by_parts and family.name == "depth",
         )
         failures = report.failures()
         if check and failures:
@@ -330,31 +364,33 @@ def export_model(
                 f"tolerances (atol {tolerance.atol}, rtol {tolerance.rtol}, labels "
                 f"{tolerance.label_fraction}): {'; '.join(failures)}; nothing was written to {out}"
             )
-        for name in (ONNX_FILE, EXPORT_RECORD):  # the record last: it marks a complete export
+        for stale in out.glob("*.onnx"):  # an earlier export's files
+            stale.unlink()
+        for name in (*files, EXPORT_RECORD):  # the record last: it marks a complete export
             os.replace(Path(scratch) / name, out / name)
     return report
 
 
 @torch.no_grad()
 def _verify(
-    recipe: Any,
     model: torch.nn.Module,
     exported: Any,
-    family: ExportFamily,
+    samples: list[tuple[Any, dict]],
     data: str,
-    num_images: int,
     report: ExportReport,
+    *,
+    mixed_batch: bool,
+    camera: bool,
 ) -> None:
-    samples = _check_samples(recipe, data, num_images)
     for index, (image, target) in enumerate(samples):
         what = f"{data} sample {index} ({image.shape[-2]}x{image.shape[-1]})"
         if index == len(samples) - 1:
             what = f"a resized sample ({image.shape[-2]}x{image.shape[-1]})"
-        targets = [target] if family.name == "depth" else None
+        targets = [target] if camera else None
         compare_predictions(
             _eager(model, [image], targets), exported([image], targets), report, what
         )
-    if family.pads_batches:  # one batch of two sizes, padded
+    if mixed_batch:  # one batch of two sizes, padded
         images = [samples[0][0], samples[-1][0]]
         compare_predictions(
             _eager(model, images, None), exported(images), report, "a batch of two sizes"

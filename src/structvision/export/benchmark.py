@@ -1,0 +1,158 @@
+"""``structvision benchmark``: one model in each format — its file size, its metric on a
+data set and its speed — in one table.
+
+    from structvision.export.benchmark import benchmark
+    rows = benchmark("zoo:fcn8s_shapes", data="shapes:num_images=100", formats=("torch", "onnx"))
+
+Per format: the recipe's metrics on ``data`` (every image), then the milliseconds per image
+on the first ``speed_images`` of them, one image per call, after a warm-up, at ``threads``
+threads (PyTorch's intra-op threads, ONNX Runtime's intra-op threads), and the ratio of
+images per second to PyTorch eager. ``onnx`` exports the model first (into ``export_dir``, or
+a temporary folder), or takes an export folder given as the model itself.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["BENCHMARK_FORMATS", "HEADLINE_METRICS", "BenchmarkRow", "benchmark"]
+
+#: Formats `benchmark` compares.
+BENCHMARK_FORMATS = ("torch", "onnx")
+
+#: The metric shown first for each recipe (the JSON holds every metric).
+HEADLINE_METRICS = {
+    "fcn32s": "miou",
+    "fcn16s": "miou",
+    "fcn8s": "miou",
+    "monodepth": "abs_rel",
+    "normals": "mean",
+    "intrinsic": "lmse",
+    "raft_small": "epe",
+    "flownet_s": "epe",
+}
+
+
+@dataclass
+class BenchmarkRow:
+    """One format's measurements."""
+
+    format: str
+    file_mb: float
+    metric: str
+    value: float
+    ms_per_image: float
+    images_per_second: float
+    #: images per second over PyTorch eager's (1.0 for torch itself; None without a torch row)
+    speedup: float | None
+    threads: int
+    metrics: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _weights_mb(source: str | Path) -> float:
+    from structvision.engine import resolve_checkpoint
+    from structvision.zoo import is_zoo_name, zoo_path
+
+    folder = resolve_checkpoint(zoo_path(source) if is_zoo_name(source) else source)
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
+
+
+@torch.no_grad()
+def _milliseconds(model: Any, inputs: list[Any], rounds: int) -> float:
+    """Mean milliseconds of ``model([input])`` over ``inputs``, ``rounds`` times each, after
+    one warm-up call per input."""
+    for given in inputs:
+        model([given])
+    started = time.perf_counter()
+    for _ in range(rounds):
+        for given in inputs:
+            model([given])
+    return 1000 * (time.perf_counter() - started) / (rounds * len(inputs))
+
+
+def benchmark(
+    source: str | Path,
+    *,
+    data: str,
+    formats: tuple[str, ...] = BENCHMARK_FORMATS,
+    threads: int = 2,
+    speed_images: int = 10,
+    rounds: int = 3,
+    export_dir: str | Path | None = None,
+    exported: str | Path | None = None,
+) -> list[BenchmarkRow]:
+    """Measure the model of ``source`` in each of ``formats`` (module docstring); ``exported``
+    (an export folder of the same model) is used for ``onnx`` instead of exporting again."""
+    from structvision.data.spec import build_dataset
+    from structvision.engine import evaluate
+    from structvision.export import ONNX_FILE, export_model
+    from structvision.inference import is_export
+    from structvision.inference import load as load_exported
+    from structvision.tasks.run import load_trained_model
+
+    unknown = [name for name in formats if name not in BENCHMARK_FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"--formats: choose from {list(BENCHMARK_FORMATS)}, got {list(formats)}")
+    exported_source = not str(source).startswith("zoo:") and is_export(source)
+    if exported_source and "torch" in formats:
+        raise ValueError(
+            f"{source} is an exported model; benchmark its run or checkpoint to compare with "
+            "PyTorch, or pass --formats onnx"
+        )
+    torch.set_num_threads(threads)
+    recipe, _, model_config = load_trained_model(source)
+    dataset = build_dataset(data, split="val", modality=recipe.data_modality)
+    samples = [dataset[i] for i in range(min(speed_images, len(dataset)))]
+    inputs = [
+        image if recipe.model_input is None else recipe.model_input(image, target)
+        for image, target in samples
+    ]
+    headline = HEADLINE_METRICS.get(recipe.name)
+    rows: list[BenchmarkRow] = []
+    with tempfile.TemporaryDirectory(prefix="structvision-benchmark-") as scratch:
+        for name in formats:
+            if name == "torch":
+                model = load_trained_model(source)[1].cpu()
+                size = _weights_mb(source)
+            else:
+                if exported_source or exported is not None:
+                    folder = Path(source if exported_source else exported)
+                else:
+                    folder = Path(export_dir or scratch) / "onnx"
+                    export_model(source, out=folder, threads=threads)
+                model = load_exported(folder, threads=threads)
+                onnx_file = folder / ONNX_FILE if folder.is_dir() else folder
+                size = onnx_file.stat().st_size / 1e6
+            evaluator = recipe.evaluator_for(dataset, model_config)
+            metrics = evaluate(
+                model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
+            )
+            milliseconds = _milliseconds(model, inputs, rounds)
+            key = headline if headline in metrics else next(iter(metrics))
+            rows.append(
+                BenchmarkRow(
+                    format=name,
+                    file_mb=round(size, 2),
+                    metric=key,
+                    value=float(metrics[key]),
+                    ms_per_image=round(milliseconds, 2),
+                    images_per_second=round(1000 / milliseconds, 2),
+                    speedup=None,
+                    threads=threads,
+                    metrics={k: float(v) for k, v in metrics.items()},
+                )
+            )
+    base = next((row for row in rows if row.format == "torch"), None)
+    for row in rows:
+        if base is not None:
+            row.speedup = round(row.images_per_second / base.images_per_second, 3)
+    return rows

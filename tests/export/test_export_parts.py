@@ -1,0 +1,113 @@
+"""R-CNNs exported by parts: the networks on ONNX Runtime, the host code around them; the
+structure flattening the parts rely on."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from structvision.cli import app
+from structvision.data.spec import build_dataset
+from structvision.export import export_model
+from structvision.export.parts import flatten, part_paths, unflatten
+from structvision.inference import load
+from structvision.tasks import load_trained_model
+
+runner = CliRunner()
+MASK_DATA = "shapes:image_size=64,num_images=3,max_objects=2"
+TINY_MODEL = [
+    "--set", "batch_size=2", "--set", "model.width=8", "--set", "model.fpn_channels=16",
+    "--set", "model.min_size=64", "--set", "model.max_size=64", "--set", "progress=false",
+]  # fmt: skip
+
+
+def test_flatten_and_unflatten_round_trip_nested_structures():
+    a, b, c, d = (torch.full((1,), float(i)) for i in range(4))
+    value = (OrderedDict([("p2", a), ("pool", b)]), [c, (d,)])
+    tensors, spec = flatten(value)
+    assert [float(t) for t in tensors] == [0.0, 1.0, 2.0, 3.0]
+    rebuilt = unflatten(json.loads(json.dumps(spec)), tensors)  # the spec survives JSON
+    assert list(rebuilt[0]) == ["p2", "pool"] and rebuilt[0]["pool"] is b
+    assert isinstance(rebuilt[1], list) and isinstance(rebuilt[1][1], tuple)
+    assert rebuilt[1][1][0] is d
+    with pytest.raises(TypeError, match="only tensors"):
+        flatten((a, 3))
+
+
+def test_a_parameter_outside_the_parts_is_refused():
+    class Loose(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Conv2d(3, 4, 1)
+            self.scale = nn.Parameter(torch.ones(1))
+
+    with pytest.raises(ValueError, match=r"outside the exported parts.*scale"):
+        part_paths(Loose())
+
+
+@pytest.mark.slow
+def test_mask_rcnn_exported_by_parts_predicts_like_the_model(tmp_path):
+    from structvision.viz import save_png
+
+    run = tmp_path / "run"
+    args = ["train", "mask_rcnn", "--data", MASK_DATA, "--out", str(run), "--max-steps", "2"]
+    trained = runner.invoke(app, [*args, *TINY_MODEL])
+    assert trained.exit_code == 0, trained.output
+    exported = tmp_path / "exported"
+    report = export_model(run, out=exported, data=MASK_DATA, num_images=1, check=True)
+    record = json.loads((exported / "export.json").read_text())
+    assert record["kind"] == "parts"
+    assert set(record["parts"]) == {
+        "backbone",
+        "rpn.head",
+        "roi_heads.box_head",
+        "roi_heads.box_predictor",
+        "mask_branch.head",
+        "mask_branch.predictor",
+    }
+    assert {"boxes", "scores", "labels"} <= set(report.differences)
+    _, model, _ = load_trained_model(run)
+    model = model.cpu()
+    onnx_model = load(exported)
+    assert not list(onnx_model.parameters())  # every weight comes from the ONNX files
+    # the detection threshold lowered, so that masks are compared on many detections
+    for candidate in (model, onnx_model):
+        candidate.roi_heads.score_thresh = 0.0
+    generator = torch.Generator().manual_seed(4)
+    images = [torch.rand(3, 70, 90, generator=generator), torch.zeros(3, 50, 64)]
+    with torch.no_grad():
+        expected, got = model(images), onnx_model(images)
+    assert len(expected[0]["boxes"]) > 0
+    for want, have in zip(expected, got, strict=True):
+        assert set(want) == set(have)
+        for key, value in want.items():
+            assert have[key].shape == value.shape, key
+            assert torch.allclose(have[key].float(), value.float(), atol=1e-3), key
+    # the exported folder through eval and predict (COCO results that pycocotools loads)
+    evaluated = runner.invoke(
+        app, ["eval", str(exported), "--data", MASK_DATA, "--out", str(tmp_path / "e.json")]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    reference = runner.invoke(
+        app, ["eval", str(run), "--data", MASK_DATA, "--out", str(tmp_path / "r.json")]
+    )
+    assert reference.exit_code == 0, reference.output
+    scores = [json.loads((tmp_path / n).read_text())["metrics"] for n in ("e.json", "r.json")]
+    assert scores[0] == pytest.approx(scores[1], abs=1e-3)
+    image, _ = build_dataset(MASK_DATA, split="val")[0]
+    save_png((image * 255).round().byte(), tmp_path / "x.png")
+    predicted = runner.invoke(
+        app,
+        [
+            *("predict", str(exported), str(tmp_path / "x.png")),
+            *("--out", str(tmp_path / "p"), "--score-threshold", "0"),
+        ],
+    )
+    assert predicted.exit_code == 0, predicted.output
+    results = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert results and all("segmentation" in result for result in results)
