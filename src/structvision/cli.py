@@ -373,7 +373,8 @@ BackendOption = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="Runtime of an exported model (structvision export): onnxruntime (default).",
+        help="Runtime of an exported model (structvision export): onnxruntime (default) or "
+        "openvino.",
     ),
 ]
 
@@ -642,8 +643,9 @@ def benchmark(
     ],
     data: Annotated[str, typer.Option("--data", help="Data SPEC the metric is measured on.")],
     formats: Annotated[
-        str, typer.Option("--formats", help="Comma-separated formats: torch, onnx.")
-    ] = "torch,onnx",
+        str,
+        typer.Option("--formats", help="Comma-separated formats: torch, onnx, openvino."),
+    ] = "torch,onnx,openvino",
     threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads.")] = 2,
     speed_images: Annotated[
         int, typer.Option("--speed-images", min=1, help="Images the speed is timed on.")

@@ -8,7 +8,8 @@
 one. The model takes what the PyTorch model takes in eval mode (a list of ``(3, H, W)`` images
 in ``[0, 1]``, sizes may differ; for flow models ``(6, H, W)`` frame pairs; depth models also
 take the targets that hold the camera) and returns the same per-image dicts, on the CPU.
-Backends: ``onnxruntime`` (the default).
+Backends: ``onnxruntime`` (the default) and ``openvino`` (OpenVINO's CPU plugin, reading the
+same ONNX files).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from structvision.export.graphs import family_for
 __all__ = ["BACKENDS", "ExportedModel", "is_export", "load"]
 
 #: Runtimes that can run an exported model.
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "openvino")
 
 
 def is_export(path: str | Path) -> bool:
@@ -93,6 +94,27 @@ class _OnnxRuntime:
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(None, inputs), strict=True))
+
+
+class _OpenVino:
+    """An OpenVINO model compiled for the CPU from the ONNX file (dynamic shapes kept)."""
+
+    def __init__(self, path: Path, threads: int | None) -> None:
+        ov = require("openvino")
+        config = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+        try:
+            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        except Exception as error:  # OpenVINO raises its own exception types
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ExportError(f"{path}: OpenVINO cannot read this model ({message})") from None
+        self.outputs = [(port.get_any_name(), port) for port in self.compiled.outputs]
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.compiled(inputs)
+        return {name: results[port] for name, port in self.outputs}
+
+
+_RUNTIMES = {"onnxruntime": _OnnxRuntime, "openvino": _OpenVino}
 
 
 class ExportedModel(nn.Module):
@@ -189,10 +211,10 @@ def load(
         from structvision.tasks import get_recipe
 
         runtimes = {
-            name: _OnnxRuntime(folder / part["file"], threads)
+            name: _RUNTIMES[backend](folder / part["file"], threads)
             for name, part in record["parts"].items()
         }
         model = assemble(get_recipe(record["recipe"]), record, runtimes)
         model.recipe, model.model_config, model.path = record["recipe"], record["model"], path
         return model
-    return ExportedModel(path, record, _OnnxRuntime(folder / record["file"], threads))
+    return ExportedModel(path, record, _RUNTIMES[backend](folder / record["file"], threads))

@@ -67,13 +67,14 @@ def fcn(tmp_path_factory):
     return run, exported
 
 
-def test_fcn_export_matches_the_model_on_mixed_sizes(fcn):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_fcn_export_matches_the_model_on_mixed_sizes(fcn, backend):
     run, exported = fcn
     record = json.loads((exported / "export.json").read_text())
     assert record["recipe"] == "fcn8s" and record["outputs"] == ["semantic", "semantic_logits"]
     _, model, _ = load_trained_model(run)
     model = model.cpu()
-    onnx_model = load(exported / "model.onnx")
+    onnx_model = load(exported / "model.onnx", backend=backend)
     generator = torch.Generator().manual_seed(3)
     # sizes the export never saw, in one padded batch (and a single image of a third size)
     images = [
@@ -98,6 +99,16 @@ def test_exported_fcn_evaluates_and_predicts_like_its_run(fcn, tmp_path):
         assert result.exit_code == 0, result.output
         scores[name] = json.loads((tmp_path / f"{name}.json").read_text())["metrics"]
     assert scores["exported"] == pytest.approx(scores["run"], abs=1e-6)
+    on_openvino = runner.invoke(
+        app,
+        [
+            *("eval", str(exported), "--data", SHAPES),
+            *("--backend", "openvino", "--out", str(tmp_path / "ov.json")),
+        ],
+    )
+    assert on_openvino.exit_code == 0, on_openvino.output
+    ov_metrics = json.loads((tmp_path / "ov.json").read_text())["metrics"]
+    assert ov_metrics == pytest.approx(scores["run"], abs=1e-6)
     image, _ = build_dataset(SHAPES, split="val")[0]
     save_png((image * 255).round().byte(), tmp_path / "x.png")
     predicted = runner.invoke(
@@ -233,9 +244,10 @@ def test_benchmark_measures_each_format(fcn, tmp_path):
     )
     assert result.exit_code == 0, result.output
     rows = {row["format"]: row for row in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"torch", "onnx"}
+    assert set(rows) == {"torch", "onnx", "openvino"}
     assert rows["torch"]["metric"] == rows["onnx"]["metric"] == "miou"
     assert rows["onnx"]["metrics"] == pytest.approx(rows["torch"]["metrics"], abs=1e-6)
+    assert rows["openvino"]["metrics"] == pytest.approx(rows["torch"]["metrics"], abs=1e-6)
     assert rows["onnx"]["file_mb"] == pytest.approx(
         (exported / "model.onnx").stat().st_size / 1e6, abs=0.01
     )
@@ -244,3 +256,5 @@ def test_benchmark_measures_each_format(fcn, tmp_path):
     assert rows["onnx"]["speedup"] == pytest.approx(ratio, rel=0.01)
     refused = runner.invoke(app, ["benchmark", str(exported), "--data", SHAPES])
     assert refused.exit_code == 2 and "--formats onnx" in refused.output
+    refused = runner.invoke(app, ["benchmark", str(run), "--data", SHAPES, "--formats", "tflite"])
+    assert refused.exit_code == 2 and "choose from" in refused.output

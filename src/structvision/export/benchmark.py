@@ -8,7 +8,8 @@ Per format: the recipe's metrics on ``data`` (every image), then the millisecond
 on the first ``speed_images`` of them, one image per call, after a warm-up, at ``threads``
 threads (PyTorch's intra-op threads, ONNX Runtime's intra-op threads), and the ratio of
 images per second to PyTorch eager. ``onnx`` exports the model first (into ``export_dir``, or
-a temporary folder), or takes an export folder given as the model itself.
+a temporary folder), or takes an export folder given as the model itself; ``openvino`` runs
+the same ONNX file on OpenVINO's CPU plugin.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 __all__ = ["BENCHMARK_FORMATS", "HEADLINE_METRICS", "BenchmarkRow", "benchmark"]
 
 #: Formats `benchmark` compares.
-BENCHMARK_FORMATS = ("torch", "onnx")
+BENCHMARK_FORMATS = ("torch", "onnx", "openvino")
 
 #: The metric shown first for each recipe (the JSON holds every metric).
 HEADLINE_METRICS = {
@@ -94,7 +95,7 @@ def benchmark(
     (an export folder of the same model) is used for ``onnx`` instead of exporting again."""
     from structvision.data.spec import build_dataset
     from structvision.engine import evaluate
-    from structvision.export import ONNX_FILE, export_model
+    from structvision.export import EXPORT_RECORD, export_model
     from structvision.inference import is_export
     from structvision.inference import load as load_exported
     from structvision.tasks.run import load_trained_model
@@ -126,12 +127,14 @@ def benchmark(
             else:
                 if exported_source or exported is not None:
                     folder = Path(source if exported_source else exported)
-                else:
+                else:  # exported once, for onnxruntime and openvino alike
                     folder = Path(export_dir or scratch) / "onnx"
-                    export_model(source, out=folder, threads=threads)
-                model = load_exported(folder, threads=threads)
-                onnx_file = folder / ONNX_FILE if folder.is_dir() else folder
-                size = onnx_file.stat().st_size / 1e6
+                    if not (folder / EXPORT_RECORD).is_file():
+                        export_model(source, out=folder, threads=threads)
+                backend = "openvino" if name == "openvino" else "onnxruntime"
+                model = load_exported(folder, backend=backend, threads=threads)
+                files = list(folder.glob("*.onnx")) if folder.is_dir() else [folder]
+                size = sum(f.stat().st_size for f in files) / 1e6
             evaluator = recipe.evaluator_for(dataset, model_config)
             metrics = evaluate(
                 model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn

@@ -1,0 +1,130 @@
+"""Exported models against PyTorch eager: file size, metric and speed per format.
+
+Rows ``zoo``: every exportable zoo model on 200 held-out samples of its generator (100 for
+depth and flow) through `structvision.export.benchmark.benchmark` (what ``structvision
+benchmark`` prints). Rows ``resnet50``: torchvision's ``fasterrcnn_resnet50_fpn`` and
+``maskrcnn_resnet50_fpn`` architectures (random weights: speed only) at 800 px, converted to
+ours and saved as checkpoints, timed as torchvision eager, ours eager and ours on ONNX Runtime.
+
+    python benchmarks/bench_export.py --rows zoo --threads 1 --out runs/bench_export
+    python benchmarks/bench_export.py --rows resnet50 --threads 2 --out runs/bench_export
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+ZOO = {
+    "fcn8s_shapes": "shapes:num_images=200",
+    "faster_rcnn_shapes": "shapes:num_images=200",
+    "mask_rcnn_shapes": "shapes:num_images=200",
+    "keypoint_rcnn_shapes_pose": "shapes-pose:num_images=200",
+    "monodepth_world": "world-stereo:num_images=100",
+    "flownet_s_world": "world-flow:num_images=100",
+    "raft_small_world": "world-flow:num_images=100",
+}
+
+RESNET50 = {"faster_rcnn": "fasterrcnn_resnet50_fpn", "mask_rcnn": "maskrcnn_resnet50_fpn"}
+
+
+def _zoo_rows(args: argparse.Namespace) -> dict:
+    from structvision.export.benchmark import benchmark
+
+    results = {}
+    for name, data in ZOO.items():
+        rows = benchmark(f"zoo:{name}", data=data, threads=args.threads, speed_images=10)
+        results[name] = {"data": data, "rows": [row.as_dict() for row in rows]}
+        print(json.dumps({name: results[name]["rows"]}), flush=True)
+    return results
+
+
+@torch.no_grad()
+def _ms(model, images, rounds: int) -> float:
+    model(images[:1])  # warm-up
+    started = time.perf_counter()
+    for _ in range(rounds):
+        for image in images:
+            model([image])
+    return 1000 * (time.perf_counter() - started) / (rounds * len(images))
+
+
+def _resnet50_rows(args: argparse.Namespace) -> dict:
+    import torchvision
+
+    from structvision.convert import from_torchvision
+    from structvision.engine.checkpoint import save_state_dict
+    from structvision.export import export_model
+    from structvision.inference import load
+    from structvision.tasks import load_trained_model
+
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 480, 640, generator=generator) for _ in range(args.images)]
+    results = {}
+    for recipe, name in RESNET50.items():
+        torch.manual_seed(0)
+        theirs = getattr(torchvision.models.detection, name)(
+            weights=None, weights_backbone=None
+        ).eval()
+        checkpoint = args.out / f"{name}_checkpoint"
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        state = {  # our ResNet trunk freezes its batch norms: no batch counters
+            key: value
+            for key, value in from_torchvision(theirs).state_dict().items()
+            if not key.endswith("num_batches_tracked")
+        }
+        save_state_dict(state, checkpoint / "model.safetensors")
+        kwargs = {"arch": "resnet50_fpn", "num_classes": 91}
+        config = {
+            "step": 0,
+            "model": {"recipe": recipe, "kwargs": kwargs, "class_names": ["bg", *range(1, 91)]},
+            "train": None,
+        }
+        (checkpoint / "config.json").write_text(json.dumps(config, default=str) + "\n")
+        ours = load_trained_model(checkpoint)[1].cpu()
+        exported = args.out / f"{name}_onnx"
+        report = export_model(checkpoint, out=exported, check=True, threads=args.threads)
+        onnx = load(exported, threads=args.threads)
+        times = {
+            "torchvision": _ms(theirs, images, args.rounds),
+            "ours": _ms(ours, images, args.rounds),
+            "onnx": _ms(onnx, images, args.rounds),
+        }
+        results[name] = {
+            "image": "640x480 (resized to 800x1066 by the model)",
+            "ms_per_image": {k: round(v, 1) for k, v in times.items()},
+            "onnx_over_torchvision": round(times["torchvision"] / times["onnx"], 3),
+            "ours_over_torchvision": round(times["torchvision"] / times["ours"], 3),
+            "onnx_mb": round(report.file_bytes / 1e6, 1),
+            "largest_differences": report.differences,
+        }
+        print(json.dumps({name: results[name]}), flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", required=True, help="comma-separated: zoo, resnet50")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=3, help="resnet50: images timed")
+    parser.add_argument("--rounds", type=int, default=2, help="resnet50: timed rounds")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_export"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = {"zoo": _zoo_rows, "resnet50": _resnet50_rows}
+    for row in args.rows.split(","):
+        if row not in rows:
+            parser.error(f"--rows: unknown {row!r}; choose from {sorted(rows)}")
+        path = args.out / "results.json"
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        results[row] = rows[row](args)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
