@@ -474,8 +474,11 @@ def predict(
     crf_sets: CrfSets = None,
     tta: TtaFlag = False,
     backend: BackendOption = None,
+    every: Annotated[
+        int, typer.Option("--every", min=1, help="Of a video, take every N-th frame.")
+    ] = 1,
 ) -> None:
-    """Run a trained or exported model on images; writes overlays and COCO-format
+    """Run a trained or exported model on images and videos; writes overlays and COCO-format
     predictions.json."""
     from structvision import tasks
 
@@ -491,6 +494,8 @@ def predict(
             recursive=recursive,
             skip_bad=skip_bad,
             backend=backend,
+            every=every,
+            progress=sys.stderr.isatty(),
         )
     except _model_errors() as error:
         _fail(str(error))

@@ -123,3 +123,27 @@ def test_load_gives_a_predictor_for_paths_tensors_and_arrays(trained, tmp_path):
         predictor(tmp_path / "nowhere.png")
     strict = structvision.load(run, score_threshold=1.0)
     assert strict(path)[0]["boxes"].shape == (0, 4)
+
+
+def test_a_video_gives_every_nth_frame_with_its_index(trained, tmp_path):
+    import cv2
+
+    run, _ = trained
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (48, 48))
+    for index in range(7):
+        writer.write(np.full((48, 48, 3), 30 * index, np.uint8))
+    writer.release()
+    out = tmp_path / "v"
+    result = _predict(run, video, out=out, extra=["--every", "3", "--score-threshold", "0"])
+    assert result.exit_code == 0, result.output
+    assert "3 images" in result.output  # frames 0, 3 and 6
+    names = [
+        record["file_name"] for record in json.loads((out / "images.json").read_text())["images"]
+    ]
+    assert [name.rsplit("_", 1)[1] for name in names] == ["00000", "00003", "00006"]
+    assert (out / "clip_00003.png").is_file()
+    loaded = COCO(str(out / "images.json")).loadRes(str(out / "predictions.json"))
+    assert sorted(loaded.getImgIds()) == [1, 2, 3]
+    refused = _predict(run, video, out=tmp_path / "w", extra=["--every", "0"])
+    assert refused.exit_code == 2

@@ -555,8 +555,12 @@ def run_predict(
     backend: str | None = None,
     recursive: bool = False,
     skip_bad: bool = False,
+    every: int = 1,
+    progress: bool = False,
 ) -> PredictSummary:
     """Predict on image files, folders or glob patterns; write every task's native output.
+
+    Videos give every ``every``-th frame; ``progress`` shows a bar (on stderr) over the images.
 
     * ``OUT/<name>.png``: the overlay, drawn with the same ``score_threshold`` as the JSON.
     * ``OUT/predictions.json``: COCO results, a list that pycocotools' ``loadRes`` takes as it
@@ -597,7 +601,7 @@ def run_predict(
     for path in paths:  # fails on a bad file before writing anything
         try:
             if path.suffix.lower() in VIDEO_SUFFIXES:
-                loaded += read_video_frames(path)
+                loaded += read_video_frames(path, every=every)
                 continue
             loaded.append((path, as_image(path)))
         except (OSError, ValueError) as error:
@@ -614,49 +618,57 @@ def run_predict(
     out = Path(out)
     stems = [path.stem for path, _ in loaded]  # equal names from different folders get an index
     results, image_records, num_detections = [], [], 0
-    for index, (path, image) in enumerate(loaded):
-        prediction = predictor(image)[0]
-        name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
-        save_png(predictor.draw(image, prediction), out / f"{name}.png")
-        image_id = index + 1
-        record = {
-            "id": image_id,
-            "file_name": str(path),
-            "height": int(image.shape[-2]),
-            "width": int(image.shape[-1]),
-        }
-        if "depth" in prediction:
-            depth = prediction["depth"].float()
-            np.save(out / f"{name}_depth.npy", depth.numpy())
-            record["depth"] = save_depth_png(depth, out / f"{name}_depth.png").name
-            record["depth_npy"] = f"{name}_depth.npy"
-            if "disparity" in prediction:
-                colored = colorize_values(prediction["disparity"], vmin=0.0)
-                record["disparity"] = save_png(colored, out / f"{name}_disparity.png").name
-        if "normals" in prediction:
-            from structvision.data.intrinsic import write_normal_png
+    from structvision.engine.progress import ProgressBar
 
-            record["normals"] = write_normal_png(
-                out / f"{name}_normals.png", prediction["normals"]
-            ).name
-        for layer in ("albedo", "shading"):
-            if layer in prediction:
-                values = prediction[layer].float()
-                np.save(out / f"{name}_{layer}.npy", values.numpy())
-                picture = values.expand(3, -1, -1) if values.shape[0] == 1 else values
-                picture = (picture / picture.max().clamp(min=1e-6) * 255).round().to(torch.uint8)
-                record[layer] = save_png(picture, out / f"{name}_{layer}.png").name
-        if "semantic" in prediction:
-            record["label_map"] = save_label_png(
-                prediction["semantic"], out / f"{name}_labels.png"
-            ).name
-            results += _semantic_results(image_id, path, prediction["semantic"], to_category)
-        instances = _instance_results(path.name, prediction, to_category)
-        for result in instances:
-            result["image_id"] = image_id
-        num_detections += len(instances)
-        results += instances
-        image_records.append(record)
+    bar = ProgressBar(description="predict", total=len(loaded), enabled=progress)
+    with bar:
+        for index, (path, image) in enumerate(loaded):
+            bar.update(completed=index)
+            prediction = predictor(image)[0]
+            name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
+            save_png(predictor.draw(image, prediction), out / f"{name}.png")
+            image_id = index + 1
+            record = {
+                "id": image_id,
+                "file_name": str(path),
+                "height": int(image.shape[-2]),
+                "width": int(image.shape[-1]),
+            }
+            if "depth" in prediction:
+                depth = prediction["depth"].float()
+                np.save(out / f"{name}_depth.npy", depth.numpy())
+                record["depth"] = save_depth_png(depth, out / f"{name}_depth.png").name
+                record["depth_npy"] = f"{name}_depth.npy"
+                if "disparity" in prediction:
+                    colored = colorize_values(prediction["disparity"], vmin=0.0)
+                    record["disparity"] = save_png(colored, out / f"{name}_disparity.png").name
+            if "normals" in prediction:
+                from structvision.data.intrinsic import write_normal_png
+
+                record["normals"] = write_normal_png(
+                    out / f"{name}_normals.png", prediction["normals"]
+                ).name
+            for layer in ("albedo", "shading"):
+                if layer in prediction:
+                    values = prediction[layer].float()
+                    np.save(out / f"{name}_{layer}.npy", values.numpy())
+                    picture = values.expand(3, -1, -1) if values.shape[0] == 1 else values
+                    picture = (
+                        (picture / picture.max().clamp(min=1e-6) * 255).round().to(torch.uint8)
+                    )
+                    record[layer] = save_png(picture, out / f"{name}_{layer}.png").name
+            if "semantic" in prediction:
+                record["label_map"] = save_label_png(
+                    prediction["semantic"], out / f"{name}_labels.png"
+                ).name
+                results += _semantic_results(image_id, path, prediction["semantic"], to_category)
+            instances = _instance_results(path.name, prediction, to_category)
+            for result in instances:
+                result["image_id"] = image_id
+            num_detections += len(instances)
+            results += instances
+            image_records.append(record)
+        bar.update(completed=len(loaded))
     categories = [
         {"id": to_category.get(label, label), "name": name}
         for label, name in enumerate(predictor.class_names)
