@@ -29,6 +29,10 @@ BENCHMARK_FORMATS = ("torch", "onnx", "openvino")
 
 #: The metric shown first for each recipe (the JSON holds every metric).
 HEADLINE_METRICS = {
+    "faster_rcnn": "bbox/AP",
+    "fast_rcnn": "bbox/AP",
+    "mask_rcnn": "segm/AP",
+    "keypoint_rcnn": "keypoints/AP",
     "fcn32s": "miou",
     "fcn16s": "miou",
     "fcn8s": "miou",

@@ -150,8 +150,9 @@ class ExportFamily:
     host: Callable[[nn.Module], dict] = lambda model: {}
     #: images of different sizes share one batch, padded on the host with ``host["pad"]``
     pads_batches: bool = False
-    #: run onnxscript's graph optimiser after export (its constant folding fails on RAFT's
-    #: unrolled iterations; ONNX Runtime optimises the graph when it loads it anyway)
+    #: run onnxscript's graph optimiser after export (on RAFT's unrolled iterations it gives
+    #: a graph that fails at other batch sizes; ONNX Runtime optimises a graph when it loads
+    #: it anyway)
     optimize: bool = True
 
 

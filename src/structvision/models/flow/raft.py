@@ -499,7 +499,10 @@ class RAFT(nn.Module):
         steps = num_updates or (self.train_updates if self.training else self.num_updates)
         first, padding = pad_to_multiple(2 * image1 - 1, STRIDE)
         second, _ = pad_to_multiple(2 * image2 - 1, STRIDE)
-        features_1, features_2 = self.feature_encoder(torch.cat([first, second])).chunk(2)
+        features = self.feature_encoder(torch.cat([first, second]))
+        # slices, not chunk(2) (or len()): the batch size stays symbolic when exported
+        pairs = first.shape[0]
+        features_1, features_2 = features[:pairs], features[pairs:]
         pyramid = self.corr_block.build(features_1, features_2)
         context = self.context_encoder(first)
         hidden_size = self.update_block.hidden_state_size
