@@ -87,7 +87,9 @@ def _resnet50_rows(args: argparse.Namespace) -> dict:
         (checkpoint / "config.json").write_text(json.dumps(config, default=str) + "\n")
         ours = load_trained_model(checkpoint)[1].cpu()
         exported = args.out / f"{name}_onnx"
-        report = export_model(checkpoint, out=exported, check=True, threads=args.threads)
+        # no --check: with random weights every score is about 1/91, so float rounding
+        # reorders detections; the trained models' rows check the outputs
+        report = export_model(checkpoint, out=exported, threads=args.threads)
         onnx = load(exported, threads=args.threads)
         times = {
             "torchvision": _ms(theirs, images, args.rounds),
@@ -100,7 +102,7 @@ def _resnet50_rows(args: argparse.Namespace) -> dict:
             "onnx_over_torchvision": round(times["torchvision"] / times["onnx"], 3),
             "ours_over_torchvision": round(times["torchvision"] / times["ours"], 3),
             "onnx_mb": round(report.file_bytes / 1e6, 1),
-            "largest_differences": report.differences,
+            "largest_differences (random weights)": report.differences,
         }
         print(json.dumps({name: results[name]}), flush=True)
     return results
