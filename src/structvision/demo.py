@@ -86,6 +86,7 @@ class DemoSettings:
     train_steps: int  #: steps of the one training run
     batch_size: int
     val_images: int  #: images the training run is scored on
+    sequence_frames: int | None = None  #: frames of each tracking sequence (None: the check's)
 
     @classmethod
     def make(cls, quick: bool) -> DemoSettings:
@@ -97,6 +98,7 @@ class DemoSettings:
                 zoo_images=12,
                 num_shown=4,
                 num_sequences=1,
+                sequence_frames=20,
                 train_steps=12,
                 batch_size=2,
                 val_images=8,
@@ -107,9 +109,10 @@ class DemoSettings:
             num_coco_images=50,
             zoo_images=60,
             num_shown=8,
-            num_sequences=3,
-            train_steps=150,
-            batch_size=8,
+            num_sequences=2,
+            sequence_frames=None,
+            train_steps=120,
+            batch_size=4,
             val_images=60,
         )
 
@@ -219,13 +222,14 @@ def _coco_stage(out: Path, settings: DemoSettings, console: Console) -> tuple[Re
     return section, metrics
 
 
-def _fresh_samples(spec: str, count: int) -> str:
+def _fresh_samples(spec: str, count: int, **changes: object) -> str:
     """``spec`` (a generator SPEC) with ``count`` images of another seed than the benchmarks'
-    and the zoo checks': samples no shipped model was trained, tuned or checked on."""
+    and the zoo checks': samples no shipped model was trained, tuned or checked on
+    (``changes``: other settings of the generator)."""
     from structvision.data.spec import parse_spec
 
     parsed = parse_spec(spec)
-    options = {**parsed.options, "num_images": count, "seed": DEMO_SEED}
+    options = {**parsed.options, **changes, "num_images": count, "seed": DEMO_SEED}
     return parsed.name + ":" + ",".join(f"{key}={value}" for key, value in options.items())
 
 
@@ -306,9 +310,12 @@ def _zoo_stage(
 
     count = min(settings.zoo_images, _SAMPLES_AT_MOST.get(entry.recipe, settings.zoo_images))
     num_drawn = min(settings.num_shown, count)
+    changes = {}
     if entry.recipe in _TRACKERS:
         count, num_drawn = settings.num_sequences, 1
-    data = _fresh_samples(entry.check["data"], count)
+        if settings.sequence_frames is not None:
+            changes["num_frames"] = settings.sequence_frames
+    data = _fresh_samples(entry.check["data"], count, **changes)
     folder = out / "zoo"
     keys = _SHOWN_METRICS.get(entry.recipe) or tuple(entry.metrics)
     started = time.perf_counter()
