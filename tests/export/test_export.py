@@ -258,3 +258,14 @@ def test_benchmark_measures_each_format(fcn, tmp_path):
     assert refused.exit_code == 2 and "--formats onnx" in refused.output
     refused = runner.invoke(app, ["benchmark", str(run), "--data", SHAPES, "--formats", "tflite"])
     assert refused.exit_code == 2 and "choose from" in refused.output
+
+
+def test_an_old_torch_is_named(monkeypatch):
+    from structvision.export import require_exporter
+
+    class OldDim:  # torch.export.Dim before torch 2.6 had no AUTO
+        pass
+
+    monkeypatch.setattr(torch.export, "Dim", OldDim)
+    with pytest.raises(ExportError, match=r"torch 2\.6 or newer"):
+        require_exporter()

@@ -229,11 +229,19 @@ def _check_samples(recipe: Any, data: str, num_images: int) -> list[tuple[Any, d
     return samples
 
 
+def require_exporter() -> None:
+    """Fail clearly where ``torch.onnx.export(dynamo=True)`` with automatic dynamic shapes is
+    missing (torch before 2.6) or the exporter's packages are."""
+    if not hasattr(getattr(torch, "export", None), "Dim") or not hasattr(torch.export.Dim, "AUTO"):
+        raise ExportError(f"export needs torch 2.6 or newer; this is torch {torch.__version__}")
+    require("onnx")
+    require("onnxscript")
+
+
 def _export_onnx(
     graph: torch.nn.Module, family: ExportFamily, outputs: tuple[str, ...], path: Path
 ) -> None:
-    require("onnx")
-    require("onnxscript")
+    require_exporter()
     # batch, height and width stay symbolic (AUTO: the exporter works out how the padding to
     # multiples of 32 depends on them instead of failing on named ranges)
     auto = torch.export.Dim.AUTO

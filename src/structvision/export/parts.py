@@ -168,10 +168,9 @@ class _FlatPart(nn.Module):
 
 def export_parts(model: nn.Module, images: list[Tensor], folder: Path) -> dict[str, dict]:
     """Export each part of ``model`` into ``folder`` (``PATH.onnx``); the record of each."""
-    from structvision.export import ExportError, require
+    from structvision.export import ExportError, require_exporter
 
-    require("onnx")
-    require("onnxscript")
+    require_exporter()
     paths = part_paths(model)
     captured = capture_part_inputs(model, paths, images)
     records = {}
