@@ -264,11 +264,10 @@ def test_signal_checkpoints_and_prints_the_resume_command(tmp_path, signum, code
 
 def test_a_second_ctrl_c_stops_at_once_without_a_broken_checkpoint(tmp_path):
     run = tmp_path / "run"
-    # steps of a few seconds: the second signal must arrive while the step still runs, which a
-    # step of the tiny model (0.1 s) did not always allow on a busy machine, nor (once, beside
-    # another test run) a step of 1 s
+    # steps of about 0.7 s: the second signal must arrive while the step still runs, which a
+    # step of the tiny model (0.1 s) did not always allow on a busy machine
     slower = ("--set", "batch_size=4", "--set", "model.width=32")
-    slower += ("--set", "model.min_size=448", "--set", "model.max_size=448")
+    slower += ("--set", "model.min_size=256", "--set", "model.max_size=256")
     process = _start(run, "--max-steps", "100000", "--set", "checkpoint_every=1", *slower)
     lines: list[str] = []
     _wait_for_step(process, 3, lines)
