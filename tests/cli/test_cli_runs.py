@@ -220,6 +220,11 @@ TRAIN = [
 ]  # fmt: skip
 
 
+def _default_sigint() -> None:
+    # a test run started in the background inherits SIGINT ignored, which training respects
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(run: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
@@ -228,6 +233,7 @@ def _start(run: Path, *extra: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=_default_sigint,
     )
 
 

@@ -260,3 +260,25 @@ def test_fit_records_resume_changes_in_the_run_config(tmp_path):
     assert record["history"] == [
         {"resumed_at_step": 2, "changed": {"max_steps": [2, 3], "log_every": [1, 2]}}
     ]
+
+
+def test_stop_signals_leave_an_ignored_signal_ignored():
+    """A background job inherits SIGINT ignored: it stays immune to it and stops on SIGTERM."""
+    import os
+    import signal
+
+    from structvision.engine.signals import StopSignals
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    term_before = signal.getsignal(signal.SIGTERM)
+    try:
+        with StopSignals(announce=False) as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)  # ignored: no stop request
+            assert stop.signal_number is None
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.signal_number == signal.SIGTERM
+            assert signal.getsignal(signal.SIGTERM) is term_before  # a second one acts at once
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -6,6 +6,10 @@ exact resume command and exit status ``128 + signal`` (130 for SIGINT, 143 for S
 first signal also puts the previous handlers back, so a second one stops the process at once;
 that cannot corrupt anything either, since a checkpoint becomes visible only by a rename.
 
+A signal the process was started with ignored stays ignored (the Unix convention): a shell
+script's background job (``structvision train ... &``) inherits SIGINT ignored so that the
+terminal's Ctrl-C does not reach it, and it keeps stopping cleanly on SIGTERM.
+
 With several processes every one must stop after the same step, so the decision is a vote
 carried by the all-reduce the loop already makes for its NaN/Inf check: a signal seen by any
 process stops all of them after the step in which the vote counted it (no extra collective).
@@ -47,7 +51,8 @@ class StopSignals:
     """Context manager that turns SIGINT/SIGTERM into a stop request checked once per step.
 
     Handlers are installed only in the main thread (Python allows no other) and when
-    ``enabled``; the previous handlers are restored on exit and after the first signal.
+    ``enabled``, never over a signal that is ignored; the previous handlers are restored on
+    exit and after the first signal.
     """
 
     def __init__(self, *, enabled: bool = True, announce: bool = True) -> None:
@@ -60,7 +65,8 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if self.enabled:
             for number in _SIGNALS:
-                self._previous[number] = signal.signal(number, self._handle)
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(
