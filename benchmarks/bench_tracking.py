@@ -13,6 +13,12 @@ overall and per OTB attribute. The sequences are rendered once and shared by eve
     python benchmarks/bench_tracking.py --rows csrt,kcf,mil --sequences 60
     python benchmarks/bench_tracking.py --rows sint,sint_regression,sint_update,siamfc \
         --sint runs/sint --siamfc runs/siamfc --sequences 60
+
+Tracker settings are chosen on other sequences than the held-out ones (``--seed 1``): each
+``--sint-variants`` entry adds a row ``sint:NAME`` of the SINT tracker with those settings:
+
+    python benchmarks/bench_tracking.py --rows sint --sint zoo:sint_world --seed 1 \
+        --sequences 20 --sint-variants '{"two_passes": {"refine_steps": 2}}'
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ ROWS = ("sint", "sint_plain", "sint_regression", "sint_update", "siamfc", "csrt"
 
 
 def _tracker(name: str, args: argparse.Namespace):
+    if name.startswith("sint:"):
+        return tracker_for(args.sint, **args.sint_variants[name.removeprefix("sint:")])
     if name in ("csrt", "kcf", "mil"):
         return tracker_for(f"opencv:{name}")
     if name.startswith("sint"):
@@ -58,13 +66,26 @@ def main() -> None:
     parser.add_argument("--siamfc", default=None, help="a siamfc run, checkpoint or zoo:NAME")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_tracking"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the sequences' seed (0: the held-out set reported)"
+    )
+    parser.add_argument(
+        "--sint-variants",
+        type=json.loads,
+        default={},
+        help='JSON {"NAME": {SETTING: VALUE}}: adds a row sint:NAME per entry (SINTTracker settings)',
+    )
     args = parser.parse_args()
     rows = args.rows.split(",")
     unknown = [row for row in rows if row not in ROWS]
     if unknown:
         parser.error(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
+    if args.sint_variants and args.sint is None:
+        parser.error("--sint-variants needs --sint RUN")
+    rows += [f"sint:{name}" for name in args.sint_variants]
     torch.set_num_threads(args.threads)
     spec = f"world-track:num_images={args.sequences},num_frames={args.frames}"
+    spec += f",seed={args.seed}" if args.seed else ""
     dataset = build_dataset(spec, split="val")
     started = time.perf_counter()
     sequences = [dataset[index] for index in range(len(dataset))]

@@ -200,3 +200,32 @@ def test_the_regression_loss_trains_the_head_alone():
         p.grad is not None and p.grad.abs().sum() > 0 for p in model.regression_head.parameters()
     )
     assert all(p.grad is None for p in model.parameters() if id(p) not in head)
+
+
+def test_refinement_passes_and_the_motion_penalty():
+    torch.manual_seed(0)
+    images, truth = _scene(frames=5)
+    model = sint_small(width=8, embedding=32, regression_head=True).eval()
+
+    def track(**settings):
+        return SINTTracker(model, **settings).track(images, truth[0])[0]
+
+    plain = SINTTracker(model, learned_regression=False).track(images, truth[0])[0]
+    assert torch.equal(track(refine_steps=0), plain)  # no pass: the chosen candidate
+    assert torch.equal(track(refine_steps=3, refine_limits=(0.0, 0.0)), plain)
+    once, twice = track(refine_steps=1), track(refine_steps=2)
+    assert not torch.allclose(once, twice)
+    # a second pass starts from the first pass's box: the first frame after init by hand
+    tracker = SINTTracker(model, refine_steps=1)
+    tracker.init(images[0], truth[0])
+    first = tracker.update(images[1])
+    with torch.no_grad():
+        maps = model.feature_maps(images[1][None])
+        offsets = model.regress(tracker._query, model.describe(maps, [first.float()[None]]))
+    assert torch.allclose(twice[1], _apply_offsets(first, offsets[0].double()), atol=1e-5)
+    # an overwhelming motion penalty keeps the centre where it was
+    still = track(refine_steps=0, motion_penalty=1e6)
+    centres = (still[:, :2] + still[:, 2:]) / 2
+    assert torch.allclose(centres, centres[:1].expand_as(centres), atol=1e-4)
+    with pytest.raises(ValueError, match="must not be negative"):
+        SINTTracker(model, motion_penalty=-1)

@@ -319,6 +319,13 @@ class SINTTracker(Tracker):
             output every frame (``False`` is SINT).
         search_radius, rings, points_per_ring, scales: :func:`radius_candidates`.
         ridge: the regression's penalty, relative to the descriptors' spread (:func:`ridge_fit`).
+        refine_steps: passes of the learned head per frame; each pass describes the box the
+            previous one gave (on the frame's maps, already computed) and moves it again.
+        refine_limits: the most one pass may move the box, as a fraction of its size, and
+            change its log-size (larger steps compound into drift).
+        motion_penalty: subtracted from a candidate's score times its squared distance from
+            the previous centre in units of the search radius (0: SINT's plain argmax; the
+            similarities lie in [-1, 1]).
     """
 
     name = "sint"
@@ -335,7 +342,15 @@ class SINTTracker(Tracker):
         points_per_ring: int = 8,
         scales: Sequence[float] = (1 / 1.05, 1.0, 1.05),
         ridge: float = 1.0,
+        refine_steps: int = 1,
+        refine_limits: tuple[float, float] = (0.25, 0.1),
+        motion_penalty: float = 0.0,
     ) -> None:
+        if refine_steps < 0 or motion_penalty < 0 or min(refine_limits) < 0:
+            raise ValueError(
+                "refine_steps, refine_limits and motion_penalty must not be negative, got "
+                f"{refine_steps}, {refine_limits}, {motion_penalty}"
+            )
         self.network = network.eval()
         self.box_regression = box_regression
         self.learned_regression = learned_regression and network.regression_head is not None
@@ -347,6 +362,9 @@ class SINTTracker(Tracker):
             "scales": tuple(scales),
         }
         self.ridge = ridge
+        self.refine_steps = int(refine_steps)
+        self.refine_limits = (float(refine_limits[0]), float(refine_limits[1]))
+        self.motion_penalty = float(motion_penalty)
         self._query: Tensor | None = None
         self._box: Tensor | None = None
         self._regressor: tuple[Tensor, Tensor] | None = None
@@ -396,21 +414,39 @@ class SINTTracker(Tracker):
         inside &= (candidates[:, 3] > 0) & (candidates[:, 1] < height)
         if inside.any():
             candidates = candidates[inside]
-        descriptors = self._describe(image, candidates)
-        scores = descriptors @ self._query[0]
+        maps = self.network.feature_maps(image[None].to(self._device()))
+        descriptors = self._on(maps, candidates)
+        scores = (descriptors @ self._query[0]).cpu()
+        if self.motion_penalty:
+            scores = scores - self.motion_penalty * self._squared_distances(candidates)
         best = int(scores.argmax())
         chosen = candidates[best].double()
         if self._regressor is not None:
             weights, intercept = self._regressor
             offsets = descriptors[best].double().cpu() @ weights + intercept
-            chosen = _apply_offsets(chosen, offsets)
+            chosen = _apply_offsets(chosen, offsets, *self.refine_limits)
         elif self.learned_regression:
-            offsets = self.network.regress(self._query, descriptors[best : best + 1])
-            chosen = _apply_offsets(chosen, offsets[0].double().cpu())
+            described = descriptors[best : best + 1]
+            for _ in range(self.refine_steps):
+                offsets = self.network.regress(self._query, described)[0].double().cpu()
+                chosen = _apply_offsets(chosen, offsets, *self.refine_limits)
+                described = self._on(maps, chosen[None])
         self._box = chosen
         if self.update_query:
             self._query = descriptors[best : best + 1]
         return chosen.clone()
+
+    def _on(self, maps: dict[str, Tensor], boxes: Tensor) -> Tensor:
+        return self.network.describe(maps, [boxes.float().to(self._device())])
+
+    def _squared_distances(self, candidates: Tensor) -> Tensor:
+        """Each candidate centre's squared distance from the previous box's centre, in units of
+        the search radius (:func:`radius_candidates`'s reach)."""
+        box = self._box.float()
+        size = box[2:] - box[:2]
+        reach = self.sampling["search_radius"] * float(size.prod().clamp(min=1e-6).sqrt())
+        shift = (candidates[:, :2] + candidates[:, 2:]) / 2 - (box[:2] + box[2:]) / 2
+        return shift.pow(2).sum(dim=1) / max(reach, 1e-6) ** 2
 
 
 def ridge_fit(features: Tensor, targets: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
@@ -436,12 +472,14 @@ def _box_offsets(boxes: Tensor, target: Tensor) -> Tensor:
     return torch.cat([(target_centre - centre) / size, torch.log(target_size / size)], dim=1)
 
 
-def _apply_offsets(box: Tensor, offsets: Tensor) -> Tensor:
-    """``box`` moved by R-CNN offsets, at most a quarter of its size and 10% in scale (one
-    frame's refinement; larger steps compound into drift)."""
+def _apply_offsets(
+    box: Tensor, offsets: Tensor, shift_limit: float = 0.25, scale_limit: float = 0.1
+) -> Tensor:
+    """``box`` moved by R-CNN offsets, at most ``shift_limit`` of its size and ``scale_limit``
+    in log-size (one refinement's step; larger steps compound into drift)."""
     size = box[2:] - box[:2]
-    centre = (box[:2] + box[2:]) / 2 + offsets[:2].clamp(-0.25, 0.25) * size
-    size = size * torch.exp(offsets[2:].clamp(-0.1, 0.1))
+    centre = (box[:2] + box[2:]) / 2 + offsets[:2].clamp(-shift_limit, shift_limit) * size
+    size = size * torch.exp(offsets[2:].clamp(-scale_limit, scale_limit))
     return torch.cat([centre - size / 2, centre + size / 2])
 
 
