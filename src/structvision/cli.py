@@ -7,8 +7,8 @@
     structvision eval RUN_OR_CHECKPOINT_OR_EXPORT --data SPEC [--backend onnxruntime]
     structvision predict RUN_OR_CHECKPOINT_OR_EXPORT IMAGE... --out DIR
     structvision track RUN_OR_ZOO VIDEO_OR_FOLDER --init x,y,w,h --out DIR
-    structvision export RUN_OR_ZOO --format onnx --out DIR [--check]
-    structvision benchmark RUN_OR_ZOO --data SPEC [--formats torch,onnx] [--threads N]
+    structvision export RUN_OR_ZOO --format onnx --out DIR [--check] [--int8]
+    structvision benchmark RUN_OR_ZOO --data SPEC [--formats torch,onnx,int8] [--threads N]
 
 Commands print a table of results and write JSON; errors are one clear line and exit code 2.
 """
@@ -615,13 +615,40 @@ def export(
         bool,
         typer.Option("--check", help="Fail (writing nothing) when the exported model disagrees."),
     ] = False,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Quantise the checked graphs to int8 (ONNX Runtime static quantisation).",
+        ),
+    ] = False,
+    calibration_data: Annotated[
+        str | None,
+        typer.Option("--calibration-data", help="--int8: training data SPEC (default: --data's)."),
+    ] = None,
+    calibration_images: Annotated[
+        int, typer.Option("--calibration-images", min=1, help="--int8: calibration samples.")
+    ] = 16,
+    calibration_method: Annotated[
+        str,
+        typer.Option("--calibration-method", help="--int8: minmax, percentile or entropy."),
+    ] = "minmax",
 ) -> None:
-    """Export a trained model (ONNX) and compare it with the PyTorch model."""
+    """Export a trained model (ONNX, optionally int8) and compare it with the PyTorch model."""
     from structvision.export import export_model
 
     try:
         report = export_model(
-            str(run), out=out, format=format, data=data, num_images=num_images, check=check
+            str(run),
+            out=out,
+            format=format,
+            data=data,
+            num_images=num_images,
+            check=check,
+            int8=int8,
+            calibration_data=calibration_data,
+            calibration_images=calibration_images,
+            calibration_method=calibration_method,
         )
     except _model_errors() as error:
         _fail(str(error))
@@ -639,6 +666,13 @@ def export(
         table.add_row(key, f"{value:.3g} ({kind})", scale, "no" if key in failures else "yes")
     console.print(table)
     console.print("compared on: " + "; ".join(report.checked_inputs), highlight=False)
+    if report.int8_differences is not None:
+        differences = ", ".join(f"{k} {v:.3g}" for k, v in report.int8_differences.items())
+        console.print(
+            f"int8 model (checked as float above): largest differences {differences}; its "
+            "accuracy cost: structvision benchmark RUN --formats torch,int8 --data SPEC",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -649,7 +683,10 @@ def benchmark(
     data: Annotated[str, typer.Option("--data", help="Data SPEC the metric is measured on.")],
     formats: Annotated[
         str,
-        typer.Option("--formats", help="Comma-separated formats: torch, onnx, openvino."),
+        typer.Option(
+            "--formats",
+            help="Comma-separated formats: torch, onnx, openvino, int8, openvino-int8.",
+        ),
     ] = "torch,onnx,openvino",
     threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads.")] = 2,
     speed_images: Annotated[

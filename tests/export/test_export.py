@@ -280,3 +280,60 @@ def test_an_old_torch_is_named(monkeypatch):
     monkeypatch.setattr(torch.export, "Dim", OldDim)
     with pytest.raises(ExportError, match=r"torch 2\.6 or newer"):
         require_exporter()
+
+
+def _initializers(path):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    return graph, {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+
+
+def test_int8_export_quantises_each_weight_per_channel(fcn, tmp_path):
+    import numpy as np
+
+    run, exported = fcn
+    quantised = tmp_path / "int8"
+    result = runner.invoke(
+        app,
+        [
+            *("export", str(run), "--out", str(quantised), "--data", SHAPES, "--images", "1"),
+            *("--int8", "--calibration-images", "2", "--check"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "int8 model" in result.output
+    record = json.loads((quantised / "export.json").read_text())
+    assert record["int8"]["quantized"] == ["model.onnx"]
+    assert record["int8"]["calibration_images"] == 2
+    _, floats = _initializers(exported / "model.onnx")
+    graph, values = _initializers(quantised / "model.onnx")
+    checked = 0
+    for node in graph.node:  # every int8 weight dequantises to the float one within half a step
+        if node.op_type != "DequantizeLinear" or values.get(node.input[0]) is None:
+            continue
+        weight = values[node.input[0]]
+        if weight.dtype != np.int8:
+            continue
+        original = floats[node.input[0].removesuffix("_quantized")]
+        scale = values[node.input[1]]
+        assert scale.shape == (original.shape[0],)  # one scale per output channel
+        shape = (-1,) + (1,) * (original.ndim - 1)
+        error = np.abs(weight.astype(np.float32) * scale.reshape(shape) - original)
+        assert (error <= scale.reshape(shape) / 2 + 1e-7).all(), node.input[0]
+        checked += 1
+    assert checked >= 10  # every convolution of the FCN
+    small = (quantised / "model.onnx").stat().st_size  # a tiny net: the graph is half the file
+    assert small < 0.6 * (exported / "model.onnx").stat().st_size
+    # the int8 model keeps the float one's answers on most pixels
+    image = build_dataset(SHAPES, split="val")[0][0]
+    with torch.no_grad():
+        want = load(exported)([image])[0]
+        for backend in ("onnxruntime", "openvino"):
+            got = load(quantised, backend=backend)([image])[0]
+            assert (got["semantic"] == want["semantic"]).float().mean() > 0.9, backend
+    # a bad calibration SPEC is named before anything is written
+    with pytest.raises(ValueError, match="no-such-data"):
+        export_model(run, out=tmp_path / "never", int8=True, calibration_data="no-such-data")
+    assert not (tmp_path / "never").exists()

@@ -113,3 +113,25 @@ def test_mask_rcnn_exported_by_parts_predicts_like_the_model(tmp_path):
     assert predicted.exit_code == 0, predicted.output
     results = json.loads((tmp_path / "p" / "predictions.json").read_text())
     assert results and all("segmentation" in result for result in results)
+    # int8: the networks quantised from inputs recorded as the exported model runs, the final
+    # predictors left float; the quantised model still gives every output
+    import onnx
+
+    quantised = tmp_path / "int8"
+    export_model(run, out=quantised, data=MASK_DATA, num_images=1, int8=True, calibration_images=1)
+    record = json.loads((quantised / "export.json").read_text())["int8"]
+    assert set(record["float"]) == {"roi_heads.box_predictor.onnx", "mask_branch.predictor.onnx"}
+    assert set(record["quantized"]) == {
+        "backbone.onnx",
+        "rpn.head.onnx",
+        "roi_heads.box_head.onnx",
+        "mask_branch.head.onnx",
+    }
+    for name in (*record["float"], *record["quantized"]):
+        ops = {node.op_type for node in onnx.load(str(quantised / name)).graph.node}
+        assert ("QuantizeLinear" in ops) == (name in record["quantized"]), name
+    int8_model = load(quantised)
+    int8_model.roi_heads.score_thresh = 0.0
+    with torch.no_grad():
+        got = int8_model(images)
+    assert set(got[0]) == set(expected[0]) and len(got[0]["boxes"]) > 0

@@ -5,6 +5,7 @@
     print(report.differences)           # the largest difference of every output
 
     structvision export zoo:fcn8s_shapes --format onnx --out exported/fcn8s --check
+    structvision export zoo:fcn8s_shapes --out exported/fcn8s-int8 --int8   # and quantised
 
 An export folder holds ``model.onnx`` and ``export.json`` (the recipe, the trained model's
 ``model_config``, the graph's inputs and outputs and the host-side settings, see
@@ -141,6 +142,9 @@ class ExportReport:
     integer_outputs: tuple[str, ...] = ()
     checked_inputs: list[str] = field(default_factory=list)  #: what was compared
     tolerance: ExportTolerance = field(default_factory=ExportTolerance)
+    #: an int8 export: the int8 model's differences from the eager one (not checked; the
+    #: float graph's are ``differences``)
+    int8_differences: dict[str, float] | None = None
 
     def failures(self) -> list[str]:
         """The outputs beyond the tolerances, each with its difference."""
@@ -200,10 +204,10 @@ def compare_predictions(
     report.checked_inputs.append(what)
 
 
-def _check_samples(recipe: Any, data: str, num_images: int) -> list[tuple[Any, dict]]:
-    """``num_images`` validation samples of ``data`` as the model takes them, plus the first
-    one resized to another size (so the exported graph must handle a size it was not traced
-    at)."""
+def _samples(
+    recipe: Any, data: str, num_images: int, *, split: str = "val", option: str = "--data"
+) -> list[tuple[Any, dict]]:
+    """The first ``num_images`` samples of ``data``'s ``split`` as the model takes them."""
     from dataclasses import replace
 
     from structvision.data.spec import build_dataset, parse_spec
@@ -211,14 +215,22 @@ def _check_samples(recipe: Any, data: str, num_images: int) -> list[tuple[Any, d
     parsed = parse_spec(data)
     if parsed.kind == "generator":
         parsed = replace(parsed, options={**parsed.options, "num_images": num_images})
-    dataset = build_dataset(parsed, split="val", modality=recipe.data_modality)
+    dataset = build_dataset(parsed, split=split, modality=recipe.data_modality)
     samples = []
     for index in range(min(num_images, len(dataset))):
         image, target = dataset[index]
         given = image if recipe.model_input is None else recipe.model_input(image, target)
         samples.append((given, target))
     if not samples:
-        raise ExportError(f"--data {data}: no samples to check the export on")
+        raise ExportError(f"{option} {data}: no samples to check the export on")
+    return samples
+
+
+def _check_samples(recipe: Any, data: str, num_images: int) -> list[tuple[Any, dict]]:
+    """``num_images`` validation samples of ``data`` as the model takes them, plus the first
+    one resized to another size (so the exported graph must handle a size it was not traced
+    at)."""
+    samples = _samples(recipe, data, num_images)
     image, target = samples[0]
     height, width = image.shape[-2:]
     resized = F.interpolate(
@@ -280,6 +292,10 @@ def export_model(
     check: bool = False,
     tolerance: ExportTolerance | None = None,
     threads: int | None = None,
+    int8: bool = False,
+    calibration_data: str | None = None,
+    calibration_images: int = 16,
+    calibration_method: str = "minmax",
 ) -> ExportReport:
     """Export the trained model of ``source`` (a run or checkpoint folder, or ``zoo:NAME``)
     into the folder ``out`` and compare the exported model with it (module docstring).
@@ -289,13 +305,26 @@ def export_model(
     `ExportCheckError` when an output differs beyond ``tolerance``. An existing export in
     ``out`` is replaced only once the new one is complete; a folder that holds anything else
     is refused.
+
+    ``int8=True`` then quantises the checked float graphs (:mod:`structvision.export.quantize`),
+    calibrated on ``calibration_images`` training samples of ``calibration_data`` (default:
+    ``data``'s generator) with ``calibration_method``; the int8 model's differences from the
+    eager one are reported in ``report.int8_differences`` and not checked.
     """
     from structvision import __version__
+    from structvision.export.quantize import CALIBRATION_METHODS
     from structvision.inference import load as load_exported
     from structvision.tasks.run import load_trained_model
 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"--format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
+    if int8 and calibration_method not in CALIBRATION_METHODS:
+        raise ValueError(
+            f"--calibration-method must be one of {list(CALIBRATION_METHODS)}, "
+            f"got {calibration_method!r}"
+        )
+    if int8 and calibration_images < 1:
+        raise ValueError(f"--calibration-images must be at least 1, got {calibration_images}")
     out = Path(out)
     if out.exists() and (
         not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT_RECORD).is_file())
@@ -316,6 +345,16 @@ def export_model(
             else DEFAULT_CHECK_DATA["detection" if by_parts else family.name]
         )
     samples = _check_samples(recipe, data, num_images)
+    calibration = []
+    if int8:  # read before anything is exported: a bad SPEC fails early
+        calibration_data = calibration_data or data
+        calibration = _samples(
+            recipe,
+            calibration_data,
+            calibration_images,
+            split="train",
+            option="--calibration-data",
+        )
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as scratch:
@@ -356,15 +395,9 @@ def export_model(
             tolerance=tolerance,
         )
         exported = load_exported(Path(scratch), threads=threads)
-        _verify(
-            model,
-            exported,
-            samples,
-            data,
-            report,
-            mixed_batch=by_parts or family.pads_batches,
-            camera=not by_parts and family.name == "depth",
-        )
+        camera = not by_parts and family.name == "depth"
+        mixed_batch = by_parts or family.pads_batches
+        _verify(model, exported, samples, data, report, mixed_batch=mixed_batch, camera=camera)
         failures = report.failures()
         if check and failures:
             raise ExportCheckError(
@@ -372,11 +405,64 @@ def export_model(
                 f"tolerances (atol {tolerance.atol}, rtol {tolerance.rtol}, labels "
                 f"{tolerance.label_fraction}): {'; '.join(failures)}; nothing was written to {out}"
             )
+        if int8:
+            record["int8"] = _quantize(
+                Path(scratch),
+                record,
+                exported,
+                calibration,
+                camera=camera,
+                source=calibration_data,
+                method=calibration_method,
+            )
+            (Path(scratch) / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+            report.file_bytes = sum((Path(scratch) / name).stat().st_size for name in files)
+            quantized = ExportReport(
+                path=out, recipe=recipe.name, format=format, seconds=0.0, file_bytes=0
+            )
+            _verify(
+                model,
+                load_exported(Path(scratch), threads=threads),
+                samples,
+                data,
+                quantized,
+                mixed_batch=mixed_batch,
+                camera=camera,
+            )
+            report.int8_differences = quantized.differences
+            report.seconds = time.perf_counter() - started
         for stale in out.glob("*.onnx"):  # an earlier export's files
             stale.unlink()
         for name in (*files, EXPORT_RECORD):  # the record last: it marks a complete export
             os.replace(Path(scratch) / name, out / name)
     return report
+
+
+def _quantize(
+    folder: Path,
+    record: dict,
+    exported: Any,
+    calibration: list[tuple[Any, dict]],
+    *,
+    camera: bool,
+    source: str,
+    method: str,
+) -> dict[str, Any]:
+    """Quantise the float graphs in ``folder`` in place (:mod:`structvision.export.quantize`)
+    and return what the record says about it."""
+    from structvision.export.quantize import FLOAT_PARTS, calibration_feeds, quantize_folder
+
+    parts = record.get("parts", {})
+    kept = [parts[path]["file"] for path in FLOAT_PARTS if path in parts]
+    feeds = calibration_feeds(exported, calibration, camera=camera)
+    quantized = quantize_folder(folder, feeds, skip=tuple(kept), method=method)
+    return {
+        "method": f"onnxruntime quantize_static, QDQ, per-channel int8 weights, {method}",
+        "calibration_data": source,
+        "calibration_images": len(calibration),
+        "quantized": quantized,
+        "float": kept,
+    }
 
 
 @torch.no_grad()

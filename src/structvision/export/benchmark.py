@@ -9,7 +9,9 @@ on the first ``speed_images`` of them, one image per call, after a warm-up, at `
 threads (PyTorch's intra-op threads, ONNX Runtime's intra-op threads), and the ratio of
 images per second to PyTorch eager. ``onnx`` exports the model first (into ``export_dir``, or
 a temporary folder), or takes an export folder given as the model itself; ``openvino`` runs
-the same ONNX file on OpenVINO's CPU plugin.
+the same ONNX file on OpenVINO's CPU plugin. ``int8`` exports an int8 model (ONNX Runtime's
+static quantisation calibrated on the model's training data, :mod:`structvision.export.quantize`)
+and runs it on ONNX Runtime; ``openvino-int8`` runs that one on OpenVINO.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 __all__ = ["BENCHMARK_FORMATS", "HEADLINE_METRICS", "BenchmarkRow", "benchmark"]
 
 #: Formats `benchmark` compares.
-BENCHMARK_FORMATS = ("torch", "onnx", "openvino")
+BENCHMARK_FORMATS = ("torch", "onnx", "openvino", "int8", "openvino-int8")
 
 #: The metric shown first for each recipe (the JSON holds every metric).
 HEADLINE_METRICS = {
@@ -113,6 +115,10 @@ def benchmark(
             f"{source} is an exported model; benchmark its run or checkpoint to compare with "
             "PyTorch, or pass --formats onnx"
         )
+    if exported_source and {"int8", "openvino-int8"} & set(formats):
+        raise ValueError(
+            f"{source} is an exported model; int8 models are made from a run or checkpoint"
+        )
     torch.set_num_threads(threads)
     recipe, _, model_config = load_trained_model(source)
     dataset = build_dataset(data, split="val", modality=recipe.data_modality)
@@ -129,13 +135,14 @@ def benchmark(
                 model = load_trained_model(source)[1].cpu()
                 size = _weights_mb(source)
             else:
-                if exported_source or exported is not None:
+                int8 = name.endswith("int8")
+                if not int8 and (exported_source or exported is not None):
                     folder = Path(source if exported_source else exported)
                 else:  # exported once, for onnxruntime and openvino alike
-                    folder = Path(export_dir or scratch) / "onnx"
+                    folder = Path(export_dir or scratch) / ("int8" if int8 else "onnx")
                     if not (folder / EXPORT_RECORD).is_file():
-                        export_model(source, out=folder, threads=threads)
-                backend = "openvino" if name == "openvino" else "onnxruntime"
+                        export_model(source, out=folder, threads=threads, int8=int8)
+                backend = "openvino" if name.startswith("openvino") else "onnxruntime"
                 model = load_exported(folder, backend=backend, threads=threads)
                 files = list(folder.glob("*.onnx")) if folder.is_dir() else [folder]
                 size = sum(f.stat().st_size for f in files) / 1e6
