@@ -70,6 +70,12 @@ def main() -> None:
         "--seed", type=int, default=0, help="the sequences' seed (0: the held-out set reported)"
     )
     parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="a file keeping the rendered sequences (float32, about 40 MB each) for later runs",
+    )
+    parser.add_argument(
         "--sint-variants",
         type=json.loads,
         default={},
@@ -86,12 +92,23 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     spec = f"world-track:num_images={args.sequences},num_frames={args.frames}"
     spec += f",seed={args.seed}" if args.seed else ""
-    dataset = build_dataset(spec, split="val")
     started = time.perf_counter()
-    sequences = [dataset[index] for index in range(len(dataset))]
-    print(
-        f"rendered {len(sequences)} sequences in {time.perf_counter() - started:.0f} s", flush=True
-    )
+    if args.cache is not None and args.cache.is_file():
+        cached = torch.load(args.cache, weights_only=True)
+        if cached["spec"] != spec:
+            parser.error(f"--cache {args.cache} holds {cached['spec']}, not {spec}")
+        sequences = cached["sequences"]
+        print(f"read {len(sequences)} sequences from {args.cache}", flush=True)
+    else:
+        dataset = build_dataset(spec, split="val")
+        sequences = [dataset[index] for index in range(len(dataset))]
+        print(
+            f"rendered {len(sequences)} sequences in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+        if args.cache is not None:
+            args.cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"spec": spec, "sequences": sequences}, args.cache)
     args.out.mkdir(parents=True, exist_ok=True)
     curves = {}
     for name in rows:

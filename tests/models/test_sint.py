@@ -229,3 +229,22 @@ def test_refinement_passes_and_the_motion_penalty():
     assert torch.allclose(centres, centres[:1].expand_as(centres), atol=1e-4)
     with pytest.raises(ValueError, match="must not be negative"):
         SINTTracker(model, motion_penalty=-1)
+
+
+def test_boxes_stay_inside_sensible_sizes():
+    from structvision.models.tracking.sint import _bounded
+
+    box = torch.tensor([100.0, 50.0, 100.0 + 1e-9, 50.0], dtype=torch.float64)  # collapsed
+    bounded = _bounded(box, (80, 120))
+    assert torch.allclose(bounded, torch.tensor([98.0, 48, 102, 52], dtype=torch.float64))
+    huge = _bounded(torch.tensor([-500.0, -10, 900, 30], dtype=torch.float64), (80, 120))
+    # centre (200, 10) moved to the right edge, width cut to the image's
+    assert torch.allclose(huge, torch.tensor([60.0, -10, 180, 30], dtype=torch.float64))
+    # a tracker whose every refinement shrinks the box by the most it may
+    images, truth = _scene(frames=20)
+    model = sint_small(width=8, embedding=32, regression_head=True).eval()
+    model.regress = lambda queries, candidates: torch.tensor([[0.0, 0.0, -1.0, -1.0]])
+    tracker = SINTTracker(model, refine_steps=3, refine_limits=(0.5, 0.5))
+    boxes, _ = tracker.track(images, truth[0])
+    sizes = boxes[:, 2:] - boxes[:, :2]
+    assert (sizes >= 4.0 - 1e-9).all() and torch.allclose(sizes[-1], torch.full((2,), 4.0).double())

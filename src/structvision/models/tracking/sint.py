@@ -431,6 +431,7 @@ class SINTTracker(Tracker):
                 offsets = self.network.regress(self._query, described)[0].double().cpu()
                 chosen = _apply_offsets(chosen, offsets, *self.refine_limits)
                 described = self._on(maps, chosen[None])
+        chosen = _bounded(chosen, self._size)
         self._box = chosen
         if self.update_query:
             self._query = descriptors[best : best + 1]
@@ -480,6 +481,17 @@ def _apply_offsets(
     size = box[2:] - box[:2]
     centre = (box[:2] + box[2:]) / 2 + offsets[:2].clamp(-shift_limit, shift_limit) * size
     size = size * torch.exp(offsets[2:].clamp(-scale_limit, scale_limit))
+    return torch.cat([centre - size / 2, centre + size / 2])
+
+
+def _bounded(box: Tensor, image_size: tuple[int, int], min_size: float = 4.0) -> Tensor:
+    """``box`` with its width and height kept between ``min_size`` pixels and the image's, and
+    its centre inside the image: refinements that shrink a box frame after frame must not
+    collapse it."""
+    height, width = image_size
+    limit = torch.tensor([float(width), float(height)], dtype=box.dtype)
+    size = torch.minimum((box[2:] - box[:2]).clamp(min=min_size), limit.clamp(min=min_size))
+    centre = torch.minimum(((box[:2] + box[2:]) / 2).clamp(min=0), limit)
     return torch.cat([centre - size / 2, centre + size / 2])
 
 
