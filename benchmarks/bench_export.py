@@ -4,10 +4,14 @@ Rows ``zoo``: every exportable zoo model on 200 held-out samples of its generato
 depth and flow) through `structvision.export.benchmark.benchmark` (what ``structvision
 benchmark`` prints). Rows ``resnet50``: torchvision's ``fasterrcnn_resnet50_fpn`` and
 ``maskrcnn_resnet50_fpn`` architectures (random weights: speed only) at 800 px, converted to
-ours and saved as checkpoints, timed as torchvision eager, ours eager and ours on ONNX Runtime.
+ours and saved as checkpoints, timed as torchvision eager, ours eager and ours on ONNX Runtime
+(and, with ``--int8``, ours quantised to int8 on ONNX Runtime, calibrated on ``shapes`` images).
 
     python benchmarks/bench_export.py --rows zoo --threads 1 --out runs/bench_export
     python benchmarks/bench_export.py --rows resnet50 --threads 2 --out runs/bench_export
+    python benchmarks/bench_export.py --rows zoo --formats torch,onnx,int8,openvino-int8 \
+        --models fcn8s_shapes,faster_rcnn_shapes,mask_rcnn_shapes --out runs/bench_export_int8
+    python benchmarks/bench_export.py --rows resnet50 --int8 --out runs/bench_export_int8
 """
 
 from __future__ import annotations
@@ -36,8 +40,16 @@ def _zoo_rows(args: argparse.Namespace) -> dict:
     from structvision.export.benchmark import benchmark
 
     results = {}
-    for name, data in ZOO.items():
-        rows = benchmark(f"zoo:{name}", data=data, threads=args.threads, speed_images=10)
+    models = args.models.split(",") if args.models else list(ZOO)
+    for name in models:
+        data = ZOO[name]
+        rows = benchmark(
+            f"zoo:{name}",
+            data=data,
+            threads=args.threads,
+            speed_images=10,
+            formats=tuple(args.formats.split(",")),
+        )
         results[name] = {"data": data, "rows": [row.as_dict() for row in rows]}
         print(json.dumps({name: results[name]["rows"]}), flush=True)
     return results
@@ -96,10 +108,19 @@ def _resnet50_rows(args: argparse.Namespace) -> dict:
             "ours": _ms(ours, images, args.rounds),
             "onnx": _ms(onnx, images, args.rounds),
         }
+        if args.int8:
+            quantised = args.out / f"{name}_int8"
+            export_model(checkpoint, out=quantised, threads=args.threads, int8=True)
+            times["int8"] = _ms(load(quantised, threads=args.threads), images, args.rounds)
         results[name] = {
             "image": "640x480 (resized to 800x1066 by the model)",
             "ms_per_image": {k: round(v, 1) for k, v in times.items()},
             "onnx_over_torchvision": round(times["torchvision"] / times["onnx"], 3),
+            **(
+                {"int8_over_torchvision": round(times["torchvision"] / times["int8"], 3)}
+                if "int8" in times
+                else {}
+            ),
             "ours_over_torchvision": round(times["torchvision"] / times["ours"], 3),
             "onnx_mb": round(report.file_bytes / 1e6, 1),
             "largest_differences (random weights)": report.differences,
@@ -115,6 +136,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=3, help="resnet50: images timed")
     parser.add_argument("--rounds", type=int, default=2, help="resnet50: timed rounds")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_export"))
+    parser.add_argument("--models", default=None, help=f"zoo: some of {', '.join(ZOO)}")
+    parser.add_argument(
+        "--formats", default="torch,onnx,openvino", help="zoo: structvision benchmark's formats"
+    )
+    parser.add_argument("--int8", action="store_true", help="resnet50: also time int8")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
