@@ -135,3 +135,41 @@ def test_mask_rcnn_exported_by_parts_predicts_like_the_model(tmp_path):
     with torch.no_grad():
         got = int8_model(images)
     assert set(got[0]) == set(expected[0]) and len(got[0]["boxes"]) > 0
+
+
+TRACK_DATA = "world-track:height=64,width=96,num_frames=6,num_images=4"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("recipe", "options", "parts"),
+    [
+        ("sint", ["--set", "model.width=8"], {"trunk", "fc", "regression_head"}),
+        ("siamfc", ["--set", "model.width=0.1"], {"embedding"}),
+    ],
+)
+def test_trackers_exported_by_parts_track_like_the_model(tmp_path, recipe, options, parts):
+    run = tmp_path / "run"
+    args = ["train", recipe, "--data", TRACK_DATA, "--out", str(run), "--max-steps", "2"]
+    quick = ["--set", "batch_size=2", "--set", "progress=false", "--set", "eval_every=0"]
+    trained = runner.invoke(app, [*args, *quick, *options, "--val-data", TRACK_DATA])
+    assert trained.exit_code == 0, trained.output
+    exported = tmp_path / "exported"
+    report = export_model(run, out=exported, data=TRACK_DATA, num_images=1, check=True)
+    assert set(json.loads((exported / "export.json").read_text())["parts"]) == parts
+    assert set(report.differences) == {"boxes"}  # the seconds per frame are not compared
+    assert any("resized" in what for what in report.checked_inputs)
+    # the exported tracker, parameter-free, follows the same boxes as the run's
+    frames, target = build_dataset(TRACK_DATA, split="val")[1]
+    from structvision.tasks.tracking import tracker_for
+
+    tracker = tracker_for(exported)
+    assert not list(tracker.network.parameters())
+    got, _ = tracker.track(frames, target["boxes"][0])
+    want, _ = tracker_for(run).track(frames, target["boxes"][0])
+    assert torch.allclose(got, want, atol=1e-2)
+    evaluated = runner.invoke(
+        app, ["eval", str(exported), "--data", TRACK_DATA, "--out", str(tmp_path / "e.json")]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "success_auc" in json.loads((tmp_path / "e.json").read_text())["metrics"]

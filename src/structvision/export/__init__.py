@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from structvision.export.graphs import ExportFamily, family_for, sample_graph_inputs
-from structvision.export.parts import PART_RECIPES, export_parts
+from structvision.export.parts import PART_RECIPES, export_parts, paths_for
 
 __all__ = [
     "DEFAULT_CHECK_DATA",
@@ -74,7 +74,11 @@ DEFAULT_CHECK_DATA = {
     "depth": "world-stereo",
     "dense_heads": "world",
     "flow": "world-flow",
+    "tracking": "world-track:num_frames=10",
 }
+
+#: Outputs that measure rather than predict (a tracker's seconds per frame): not compared.
+UNCOMPARED_OUTPUTS = ("seconds_per_frame",)
 
 _EXTRA_HINT = 'pip install "structvision[deploy]"'
 
@@ -174,7 +178,7 @@ def compare_predictions(
         if missing:
             raise ExportCheckError(f"{what}, image {index}: exported outputs lack {missing}")
         for key, value in expected.items():
-            if not torch.is_tensor(value):
+            if not torch.is_tensor(value) or key in UNCOMPARED_OUTPUTS:
                 continue
             other = got[key].to(value.device)
             if value.ndim and other.ndim == value.ndim and other.shape[1:] == value.shape[1:]:
@@ -232,6 +236,16 @@ def _check_samples(recipe: Any, data: str, num_images: int) -> list[tuple[Any, d
     at)."""
     samples = _samples(recipe, data, num_images)
     image, target = samples[0]
+    if isinstance(image, dict):  # a tracker's sequence: its frames resized, the box scaled
+        frames = image["frames"]
+        height, width = frames.shape[-2:]
+        resized = F.interpolate(
+            frames, size=(height + 13, width + 29), mode="bilinear", align_corners=False
+        ).clamp(0, 1)
+        scale = torch.tensor([(width + 29) / width, (height + 13) / height] * 2)
+        box = image["init_box"].double() * scale.double()
+        samples.append(({"frames": resized, "init_box": box}, target))
+        return samples
     height, width = image.shape[-2:]
     resized = F.interpolate(
         image[None], size=(height + 13, width + 29), mode="bilinear", align_corners=False
@@ -337,13 +351,15 @@ def export_model(
     recipe, model, model_config = load_trained_model(source)
     model = model.cpu().eval()
     by_parts = recipe.name in PART_RECIPES
+    tracker = recipe.data_modality == "tracking"
     family = None if by_parts else family_for(recipe.name)
     if data is None:
-        data = (
-            "shapes-pose"
-            if recipe.name == "keypoint_rcnn"
-            else DEFAULT_CHECK_DATA["detection" if by_parts else family.name]
-        )
+        if recipe.name == "keypoint_rcnn":
+            data = "shapes-pose"
+        elif tracker:
+            data = DEFAULT_CHECK_DATA["tracking"]
+        else:
+            data = DEFAULT_CHECK_DATA["detection" if by_parts else family.name]
     samples = _check_samples(recipe, data, num_images)
     calibration = []
     if int8:  # read before anything is exported: a bad SPEC fails early
@@ -368,7 +384,9 @@ def export_model(
             "model": model_config,
         }
         if by_parts:  # two samples of different sizes: a padded batch of 2
-            parts = export_parts(model, [samples[0][0], samples[-1][0]], Path(scratch))
+            parts = export_parts(
+                model, [samples[0][0], samples[-1][0]], Path(scratch), paths_for(recipe.name)
+            )
             record |= {"kind": "parts", "parts": parts}
             files = [part["file"] for part in parts.values()]
         else:
@@ -396,7 +414,7 @@ def export_model(
         )
         exported = load_exported(Path(scratch), threads=threads)
         camera = not by_parts and family.name == "depth"
-        mixed_batch = by_parts or family.pads_batches
+        mixed_batch = (by_parts and not tracker) or (family is not None and family.pads_batches)
         _verify(model, exported, samples, data, report, mixed_batch=mixed_batch, camera=camera)
         failures = report.failures()
         if check and failures:
@@ -477,9 +495,10 @@ def _verify(
     camera: bool,
 ) -> None:
     for index, (image, target) in enumerate(samples):
-        what = f"{data} sample {index} ({image.shape[-2]}x{image.shape[-1]})"
+        shape = image["frames"].shape if isinstance(image, dict) else image.shape
+        what = f"{data} sample {index} ({shape[-2]}x{shape[-1]})"
         if index == len(samples) - 1:
-            what = f"a resized sample ({image.shape[-2]}x{image.shape[-1]})"
+            what = f"a resized sample ({shape[-2]}x{shape[-1]})"
         targets = [target] if camera else None
         compare_predictions(
             _eager(model, [image], targets), exported([image], targets), report, what

@@ -1,4 +1,5 @@
-"""Export by parts: the R-CNNs' networks on ONNX Runtime, their data-dependent steps on the host.
+"""Export by parts: the R-CNNs' and the trackers' networks on ONNX Runtime, their data-dependent
+steps on the host.
 
 An R-CNN's eval-mode forward is mostly code whose output sizes depend on the data: the resize
 to the model's input size, anchors, top-k and NMS of the proposals, RoIAlign over the pyramid
@@ -15,6 +16,12 @@ code is rebuilt from the model's ``model_config``.
 Each part is exported from the inputs it receives when the model runs on sample images (with
 the detection score threshold lowered so that the mask and keypoint heads run too), nested
 lists, tuples and dicts of tensors flattened to named graph inputs and outputs.
+
+The trackers are exported the same way (`TRACKER_PART_PATHS`): SINT's trunk, fully connected
+layer and box regression head, SiamFC's embedding; candidate sampling, RoIAlign, the matching
+and SiamFC's cross-correlation with the first frame's kernel run on the host. An exported
+tracker is checked on short sequences (the boxes it tracks; seconds per frame are not
+compared) and runs wherever a tracker run does (``structvision track``, ``eval``).
 """
 
 from __future__ import annotations
@@ -32,12 +39,14 @@ from torch import Tensor, nn
 
 __all__ = [
     "PART_PATHS",
+    "TRACKER_PART_PATHS",
     "OnnxPart",
     "assemble",
     "capture_part_inputs",
     "export_parts",
     "flatten",
     "part_paths",
+    "paths_for",
     "unflatten",
 ]
 
@@ -53,8 +62,18 @@ PART_PATHS = (
     "keypoint_branch.predictor",
 )
 
+#: The networks of the trackers: SINT's trunk, its fully connected layer on the last map and
+#: its box regression head (RoIAlign, normalisation and the matching run on the host); SiamFC's
+#: embedding (the cross-correlation with the exemplar's kernel runs on the host).
+TRACKER_PART_PATHS = {"sint": ("trunk", "fc", "regression_head"), "siamfc": ("embedding",)}
+
 #: Recipes exported by parts.
-PART_RECIPES = ("faster_rcnn", "fast_rcnn", "mask_rcnn", "keypoint_rcnn")
+PART_RECIPES = ("faster_rcnn", "fast_rcnn", "mask_rcnn", "keypoint_rcnn", *TRACKER_PART_PATHS)
+
+
+def paths_for(recipe: str) -> tuple[str, ...]:
+    """The part paths of ``recipe``'s models (those a model has are exported)."""
+    return TRACKER_PART_PATHS.get(recipe, PART_PATHS)
 
 
 def flatten(value: Any) -> tuple[list[Tensor], dict]:
@@ -95,10 +114,10 @@ def unflatten(spec: dict, tensors: list[Tensor]) -> Any:
     return build(spec)
 
 
-def part_paths(model: nn.Module) -> list[str]:
-    """The `PART_PATHS` ``model`` has; every parameter must lie in one of them."""
+def part_paths(model: nn.Module, paths: tuple[str, ...] = PART_PATHS) -> list[str]:
+    """The ``paths`` ``model`` has; every parameter must lie in one of them."""
     present = []
-    for path in PART_PATHS:
+    for path in paths:
         try:
             model.get_submodule(path)
         except AttributeError:
@@ -115,10 +134,10 @@ def part_paths(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def capture_part_inputs(model: nn.Module, paths: list[str], images: list[Tensor]) -> dict:
+def capture_part_inputs(model: nn.Module, paths: list[str], images: list[Any]) -> dict:
     """The positional inputs of each part in ``paths`` when ``model`` runs on ``images``
-    (the first call of each), with the detection score threshold lowered to 0 so that every
-    branch runs."""
+    (the first call of each; trackers take sequences ``{"frames", "init_box"}``), with the
+    detection score threshold lowered to 0 so that every branch runs."""
     captured: dict[str, tuple] = {}
     handles = []
     for path in paths:
@@ -166,12 +185,15 @@ class _FlatPart(nn.Module):
         return tuple(flatten(self.module(*unflatten(self.in_spec, list(tensors))))[0])
 
 
-def export_parts(model: nn.Module, images: list[Tensor], folder: Path) -> dict[str, dict]:
-    """Export each part of ``model`` into ``folder`` (``PATH.onnx``); the record of each."""
+def export_parts(
+    model: nn.Module, images: list[Any], folder: Path, paths: tuple[str, ...] = PART_PATHS
+) -> dict[str, dict]:
+    """Export each of the ``paths`` ``model`` has into ``folder`` (``PATH.onnx``); the record
+    of each."""
     from structvision.export import ExportError, require_exporter
 
     require_exporter()
-    paths = part_paths(model)
+    paths = part_paths(model, paths)
     captured = capture_part_inputs(model, paths, images)
     records = {}
     for path in paths:

@@ -8,13 +8,21 @@ the library (OTB text files use ``x, y, w, h``; the readers and writers convert)
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["Tracker", "as_box"]
+__all__ = ["Tracker", "as_box", "module_device"]
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where ``module``'s parameters (or, for an exported model without any, its buffers) are;
+    the CPU when it has neither."""
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def as_box(box: Tensor | Sequence[float]) -> Tensor:

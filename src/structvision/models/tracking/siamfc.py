@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from structvision.models.tracking.base import Tracker, as_box
+from structvision.models.tracking.base import Tracker, as_box, module_device
 
 __all__ = ["SiamFC", "SiamFCTracker", "crop_square", "logistic_labels", "siamfc"]
 
@@ -174,7 +174,7 @@ class SiamFCTracker(Tracker):
         self._kernel: Tensor | None = None
 
     def _device(self) -> torch.device:
-        return next(self.network.parameters()).device
+        return module_device(self.network)
 
     @torch.no_grad()
     def init(self, image: Tensor, box: Tensor | Sequence[float]) -> None:

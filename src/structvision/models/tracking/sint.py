@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from structvision.models.backbones import small_backbone
-from structvision.models.tracking.base import Tracker, as_box
+from structvision.models.tracking.base import Tracker, as_box, module_device
 from structvision.ops import roi_align, roi_pool
 from structvision.structures import box_iou
 
@@ -371,7 +371,7 @@ class SINTTracker(Tracker):
         self._size: tuple[int, int] = (0, 0)
 
     def _device(self) -> torch.device:
-        return next(self.network.parameters()).device
+        return module_device(self.network)
 
     @torch.no_grad()
     def _describe(self, image: Tensor, boxes: Tensor) -> Tensor:
