@@ -477,6 +477,10 @@ def predict(
     every: Annotated[
         int, typer.Option("--every", min=1, help="Of a video, take every N-th frame.")
     ] = 1,
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", min=1, help="Images per model call (mixed sizes are padded)."),
+    ] = 1,
 ) -> None:
     """Run a trained or exported model on images and videos; writes overlays and COCO-format
     predictions.json."""
@@ -495,6 +499,7 @@ def predict(
             skip_bad=skip_bad,
             backend=backend,
             every=every,
+            batch_size=batch_size,
             progress=sys.stderr.isatty(),
         )
     except _model_errors() as error:

@@ -147,3 +147,66 @@ def test_a_video_gives_every_nth_frame_with_its_index(trained, tmp_path):
     assert sorted(loaded.getImgIds()) == [1, 2, 3]
     refused = _predict(run, video, out=tmp_path / "w", extra=["--every", "0"])
     assert refused.exit_code == 2
+
+
+def _video(path, frames=7, size=48):
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (size, size))
+    for index in range(frames):
+        writer.write(np.full((size, size, 3), 30 * index, np.uint8))
+    writer.release()
+    return path
+
+
+def test_batches_give_the_same_predictions_and_frames_stream(trained, tmp_path, monkeypatch):
+    import structvision.tasks.run as run_module
+
+    run, folder = trained
+    video = _video(tmp_path / "clip.avi")
+    outputs = {}
+    for batch in (1, 3):
+        out = tmp_path / f"b{batch}"
+        extra = ["--score-threshold", "0", "--batch-size", str(batch), "--recursive"]
+        result = _predict(run, folder, video, out=out, extra=extra)
+        assert result.exit_code == 0, result.output
+        assert "10 images" in result.output  # 3 files and 7 frames
+        outputs[batch] = json.loads((out / "predictions.json").read_text())
+    assert len(outputs[1]) == len(outputs[3]) == 10
+    for one, three in zip(outputs[1], outputs[3], strict=True):
+        assert one["image_id"] == three["image_id"] and one["category_id"] == three["category_id"]
+        assert one["bbox"] == pytest.approx(three["bbox"], abs=1e-3)
+        assert one["score"] == pytest.approx(three["score"], abs=1e-5)
+    # frames are decoded as their batch comes, never all at once
+    decoded, calls = [], []
+    real_frames = run_module.iter_video_frames
+
+    def counting(path, *, every=1):
+        for item in real_frames(path, every=every):
+            decoded.append(item[0])
+            yield item
+
+    monkeypatch.setattr(run_module, "iter_video_frames", counting)
+    real_call = structvision.tasks.predictor.Predictor.__call__
+
+    def watching(self, images):
+        calls.append((len(images), len(decoded)))
+        return real_call(self, images)
+
+    monkeypatch.setattr(structvision.tasks.predictor.Predictor, "__call__", watching)
+    result = _predict(run, video, out=tmp_path / "s", extra=["--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert [size for size, _ in calls] == [2, 2, 2, 1]
+    assert [seen for _, seen in calls] == [2, 4, 6, 7]  # decoded up to the batch, no further
+    refused = _predict(run, video, out=tmp_path / "z", extra=["--batch-size", "0"])
+    assert refused.exit_code == 2
+
+
+def test_a_broken_video_is_named_before_anything_is_written(trained, tmp_path):
+    run, folder = trained
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 512)
+    out = tmp_path / "out"
+    result = _predict(run, folder / "im0.png", broken, out=out)
+    assert result.exit_code != 0 and "broken.mp4" in result.output
+    assert not out.exists()

@@ -58,9 +58,10 @@ class ProgressBar:
     ) -> None:
         self._progress.stop()
 
-    def update(self, *, completed: int, status: str = "") -> None:
-        """Set the number of completed units and the status text (e.g. ``loss 0.123``)."""
-        self._progress.update(self._task, completed=completed, status=status)
+    def update(self, *, completed: int, status: str = "", total: int | None = None) -> None:
+        """Set the number of completed units and the status text (e.g. ``loss 0.123``), and
+        the total where it was only an estimate."""
+        self._progress.update(self._task, completed=completed, status=status, total=total)
 
     def print(self, message: str) -> None:
         """Print a line above the bar (or plainly when the bar is disabled)."""

@@ -121,7 +121,12 @@ class Predictor:
         batch = list(images) if isinstance(images, (list, tuple)) else [images]
         if self.recipe.data_modality == "flow":
             return self.flow(batch)
-        return [self._predict(as_image(image)) for image in batch]
+        pictures = [as_image(image).to(self.device) for image in batch]
+        # one call for the list: the model batches it (mixed sizes padded, as in training)
+        return [
+            filter_by_score(_to_cpu(prediction), self.score_threshold)
+            for prediction in self.model(pictures)
+        ]
 
     @torch.no_grad()
     def flow(self, frames: Sequence[ImageLike]) -> list[dict[str, Tensor]]:
@@ -138,16 +143,12 @@ class Predictor:
             for first, second in itertools.pairwise(pictures)
         ]
 
-    def _predict(self, image: Tensor) -> dict[str, Tensor]:
-        prediction = _to_cpu(self.model([image.to(self.device)])[0])
-        return filter_by_score(prediction, self.score_threshold)
-
     def draw(self, image: ImageLike, prediction: dict[str, Tensor] | None = None) -> Tensor:
         """The overlay of ``prediction`` (computed when not given) on ``image``:
         ``(3, H', W')`` uint8 (small images are drawn enlarged)."""
         picture = as_image(image)
         if prediction is None:
-            prediction = self._predict(picture)
+            prediction = self(picture)[0]
         return draw_prediction(
             self.recipe, picture, prediction, self.model_config, self.score_threshold
         )

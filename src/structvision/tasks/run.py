@@ -10,7 +10,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from structvision.data.spec import build_dataset, parse_value
-from structvision.data.video import VIDEO_SUFFIXES, read_video_frames
+from structvision.data.video import VIDEO_SUFFIXES, check_video, iter_video_frames
 from structvision.tasks.predictor import draw_prediction
 from structvision.tasks.registry import INIT_ONLY_OPTIONS, Recipe, RecipeError, get_recipe
 
@@ -557,10 +557,14 @@ def run_predict(
     skip_bad: bool = False,
     every: int = 1,
     progress: bool = False,
+    batch_size: int = 1,
 ) -> PredictSummary:
     """Predict on image files, folders or glob patterns; write every task's native output.
 
     Videos give every ``every``-th frame; ``progress`` shows a bar (on stderr) over the images.
+    The model takes ``batch_size`` images per call (images of mixed sizes are padded to the
+    largest, as in training); images and frames are read as their batch comes, so a long video
+    or a large folder is never held in memory.
 
     * ``OUT/<name>.png``: the overlay, drawn with the same ``score_threshold`` as the JSON.
     * ``OUT/predictions.json``: COCO results, a list that pycocotools' ``loadRes`` takes as it
@@ -585,8 +589,9 @@ def run_predict(
       flow, Middlebury format), ``OUT/<name>_flow.png`` (Middlebury colours) and the overlay;
       ``predictions.json`` lists the pairs with their files and mean flow.
 
-    Every image is read before anything is written: the first unreadable one is named and
-    nothing is written, unless ``skip_bad``, which skips and lists them. With ``crf`` (dense-CRF
+    Every image is read (and every video's first frame decoded) before anything is written: the
+    first unreadable one is named and nothing is written, unless ``skip_bad``, which skips and
+    lists them. With ``crf`` (dense-CRF
     parameters, ``{}`` for the defaults) a semantic segmentation is refined by the fully
     connected CRF; with ``tta`` an R-CNN is averaged over each image and its mirror image.
     """
@@ -594,38 +599,42 @@ def run_predict(
     from structvision.tasks.predictor import as_image, load
     from structvision.viz import colorize_values, save_depth_png, save_label_png, save_png
 
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     paths = expand_image_inputs(images, recursive=recursive)
     if not paths:
         raise ValueError("predict needs at least one image")
-    loaded, skipped = [], []
+    sources, skipped, expected = [], [], 0
     for path in paths:  # fails on a bad file before writing anything
         try:
             if path.suffix.lower() in VIDEO_SUFFIXES:
-                loaded += read_video_frames(path, every=every)
-                continue
-            loaded.append((path, as_image(path)))
+                expected += check_video(path, every=every)
+            else:
+                as_image(path)  # read again when its turn comes: images are not held
+                expected += 1
+            sources.append(path)
         except (OSError, ValueError) as error:
             if not skip_bad:
                 raise ValueError(f"{error} (pass --skip-bad to skip unreadable images)") from None
             skipped.append((path, str(error)))
-    if not loaded:
+    if not sources:
         raise ValueError(f"none of the {len(paths)} image(s) could be read")
+    frames = _frames_of(sources, every)
     predictor = load(run, score_threshold=score_threshold, tta=tta, crf=crf)
     if predictor.recipe.data_modality == "flow":
-        return _predict_flow(predictor, loaded, Path(out), skipped)
+        return _predict_flow(predictor, frames, Path(out), skipped, _namer(sources))
     model_config = predictor.model_config
     to_category = {int(k): v for k, v in model_config.get("label_to_category_id", {}).items()}
     out = Path(out)
-    stems = [path.stem for path, _ in loaded]  # equal names from different folders get an index
+    name_of = _namer(sources)
     results, image_records, num_detections = [], [], 0
     from structvision.engine.progress import ProgressBar
 
-    bar = ProgressBar(description="predict", total=len(loaded), enabled=progress)
+    bar = ProgressBar(description="predict", total=expected, enabled=progress)
     with bar:
-        for index, (path, image) in enumerate(loaded):
+        for index, (path, image, prediction) in enumerate(_batched(predictor, frames, batch_size)):
             bar.update(completed=index)
-            prediction = predictor(image)[0]
-            name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
+            name = name_of(path, index)
             save_png(predictor.draw(image, prediction), out / f"{name}.png")
             image_id = index + 1
             record = {
@@ -668,7 +677,7 @@ def run_predict(
             num_detections += len(instances)
             results += instances
             image_records.append(record)
-        bar.update(completed=len(loaded))
+        bar.update(total=len(image_records), completed=len(image_records))
     categories = [
         {"id": to_category.get(label, label), "name": name}
         for label, name in enumerate(predictor.class_names)
@@ -679,27 +688,71 @@ def run_predict(
     target = out / "predictions.json"
     write_json_atomic(target, results)
     num_label_maps = sum("label_map" in record for record in image_records)
-    return PredictSummary(target, len(loaded), num_detections, num_label_maps, skipped)
+    return PredictSummary(target, len(image_records), num_detections, num_label_maps, skipped)
+
+
+def _frames_of(sources: list[Path], every: int) -> Iterator[tuple[Path, torch.Tensor]]:
+    """The images and video frames of ``sources``, read as they are asked for."""
+    from structvision.tasks.predictor import as_image
+
+    for path in sources:
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            yield from iter_video_frames(path, every=every)
+        else:
+            yield path, as_image(path)
+
+
+def _namer(sources: list[Path]) -> Callable[[Path, int], str]:
+    """Output names: a file's stem, with its position appended where files from different
+    folders share the stem (or a name was already given in this run)."""
+    stems = [path.stem for path in sources]
+    given: set[str] = set()
+
+    def name_of(path: Path, index: int) -> str:
+        name = path.stem
+        if stems.count(name) > 1 or name in given:
+            name = f"{path.stem}_{index}"
+        given.add(name)
+        return name
+
+    return name_of
+
+
+def _batched(
+    predictor: Any, frames: Iterator[tuple[Path, torch.Tensor]], batch_size: int
+) -> Iterator[tuple[Path, torch.Tensor, dict]]:
+    """``(path, image, prediction)`` for each frame, the model called on ``batch_size`` images
+    at a time."""
+    while chunk := list(itertools.islice(frames, batch_size)):
+        predictions = predictor([image for _, image in chunk])
+        for (path, image), prediction in zip(chunk, predictions, strict=True):
+            yield path, image, prediction
 
 
 def _predict_flow(
-    predictor: Any, loaded: list[tuple[Path, torch.Tensor]], out: Path, skipped: list
+    predictor: Any,
+    frames: Iterator[tuple[Path, torch.Tensor]],
+    out: Path,
+    skipped: list,
+    name_of: Callable[[Path, int], str],
 ) -> PredictSummary:
     """Flow between consecutive frames (see `run_predict`)."""
     from structvision.data.flow_io import write_flo
     from structvision.engine.files import write_json_atomic
     from structvision.viz import flow_to_image, save_png
 
-    if len(loaded) < 2:
+    frames = iter(frames)
+    pair = list(itertools.islice(frames, 2))
+    if len(pair) < 2:
         raise ValueError(
-            f"optical flow needs at least two frames; got {len(loaded)} image(s) (give two "
+            f"optical flow needs at least two frames; got {len(pair)} image(s) (give two "
             "images, a folder of frames or a video file)"
         )
     records = []
-    stems = [path.stem for path, _ in loaded]
-    for index, ((path, first), (next_path, second)) in enumerate(itertools.pairwise(loaded)):
+    pairs = itertools.pairwise(itertools.chain(pair, frames))
+    for index, ((path, first), (next_path, second)) in enumerate(pairs):
         prediction = predictor.flow([first, second])[0]
-        name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{index}"
+        name = name_of(path, index)
         flow = prediction["flow"].float()
         save_png(predictor.draw(first, prediction), out / f"{name}.png")
         records.append(
