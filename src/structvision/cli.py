@@ -481,11 +481,28 @@ def predict(
         int,
         typer.Option("--batch-size", min=1, help="Images per model call (mixed sizes are padded)."),
     ] = 1,
+    track: Annotated[
+        bool,
+        typer.Option(
+            "--track",
+            help="A tracker (sint, siamfc, opencv:NAME) follows --init through one video or "
+            "folder of frames (what 'structvision track' does).",
+        ),
+    ] = False,
+    init: Annotated[
+        str | None,
+        typer.Option("--init", help="--track: the target in the first frame, x,y,w,h (OTB)."),
+    ] = None,
 ) -> None:
     """Run a trained or exported model on images and videos; writes overlays and COCO-format
-    predictions.json."""
+    predictions.json (with --track, a tracker's boxes.txt and frames)."""
     from structvision import tasks
 
+    if track or init is not None:
+        if not track or init is None or len(images) != 1:
+            _fail("--track follows one video or folder of frames from --init x,y,w,h: give both")
+        _track(run, Path(images[0]), init=init, out=out, video=True)
+        return
     crf_parameters = _crf_parameters(crf, crf_sets)
     try:
         summary = tasks.run_predict(
@@ -547,12 +564,17 @@ def track(
     no_video: Annotated[bool, typer.Option("--no-video", help="Write no track.avi.")] = False,
 ) -> None:
     """Follow one object through a video: boxes as OTB text, the frames with their box."""
+    _track(run, source, init=init, out=out, video=not no_video)
+
+
+def _track(run: str | Path, source: Path, *, init: str, out: Path, video: bool) -> None:
     from structvision import tasks
+    from structvision.export import ExportError
     from structvision.tasks.tracking import run_track
 
     try:
-        result = run_track(run, source, init=init, out=out, video=not no_video)
-    except (tasks.RecipeError, ValueError, FileNotFoundError) as error:
+        result = run_track(run, source, init=init, out=out, video=video)
+    except (tasks.RecipeError, ExportError, ValueError, FileNotFoundError) as error:
         _fail(str(error))
     console.print(
         f"tracked {result['frames']} frames at {result['fps']:.1f} fps; boxes in {out / 'boxes.txt'}",

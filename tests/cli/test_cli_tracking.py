@@ -107,3 +107,17 @@ def test_track_a_video_with_opencv_and_a_trained_sint(tmp_path):
     )
     assert with_sint.exit_code == 0, with_sint.output
     assert len((tmp_path / "s" / "boxes.txt").read_text().split()) == 8
+    # predict --track does what track does; predict without it names the option
+    predicted = runner.invoke(
+        app,
+        [
+            *("predict", str(run), str(video), "--track", "--init", "21,31,20,20"),
+            *("--out", str(tmp_path / "pt")),
+        ],
+    )
+    assert predicted.exit_code == 0, predicted.output
+    assert (tmp_path / "pt" / "boxes.txt").read_text() == (tmp_path / "s" / "boxes.txt").read_text()
+    untracked = runner.invoke(app, ["predict", str(run), str(video), "--out", str(tmp_path / "u")])
+    assert untracked.exit_code == 2 and "--track --init" in untracked.output
+    half = runner.invoke(app, ["predict", str(run), str(video), "--track", "--out", str(tmp_path)])
+    assert half.exit_code == 2 and "give both" in half.output

@@ -621,6 +621,11 @@ def run_predict(
         raise ValueError(f"none of the {len(paths)} image(s) could be read")
     frames = _frames_of(sources, every)
     predictor = load(run, score_threshold=score_threshold, tta=tta, crf=crf)
+    if predictor.recipe.data_modality == "tracking":
+        raise RecipeError(
+            f"{run} is a tracker ({predictor.recipe.name}): it follows one target through a "
+            "video; give --track --init x,y,w,h and one video or folder of frames"
+        )
     if predictor.recipe.data_modality == "flow":
         return _predict_flow(predictor, frames, Path(out), skipped, _namer(sources))
     model_config = predictor.model_config
