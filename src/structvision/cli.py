@@ -373,8 +373,8 @@ BackendOption = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="Runtime of an exported model (structvision export): onnxruntime (default) or "
-        "openvino.",
+        help="Runtime of an exported model (structvision export): onnxruntime (default for "
+        "ONNX files) or openvino (default for --format openvino).",
     ),
 ]
 
@@ -630,7 +630,9 @@ def recipes(
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder, checkpoint folder or zoo:NAME.")],
     out: Annotated[Path, typer.Option("--out", help="The export folder to write.")],
-    format: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    format: Annotated[
+        str, typer.Option("--format", help="Export format: onnx, or openvino (its IR).")
+    ] = "onnx",
     data: Annotated[
         str | None,
         typer.Option("--data", help="Data SPEC the export is checked on (default: built-in)."),

@@ -4,12 +4,12 @@
     model = load("exported/fcn8s")                  # a folder from `structvision export`
     predictions = model([image])                   # [{"semantic": ..., "semantic_logits": ...}]
 
-``PATH`` is an export folder (``export.json`` and its model file) or the ``.onnx`` file inside
-one. The model takes what the PyTorch model takes in eval mode (a list of ``(3, H, W)`` images
+``PATH`` is an export folder (``export.json`` and its model files) or the ``.onnx`` (or
+OpenVINO ``.xml``) file inside one. The model takes what the PyTorch model takes in eval mode (a list of ``(3, H, W)`` images
 in ``[0, 1]``, sizes may differ; for flow models ``(6, H, W)`` frame pairs; depth models also
 take the targets that hold the camera) and returns the same per-image dicts, on the CPU.
-Backends: ``onnxruntime`` (the default) and ``openvino`` (OpenVINO's CPU plugin, reading the
-same ONNX files).
+Backends: ``onnxruntime`` (the default for ONNX files) and ``openvino`` (OpenVINO's CPU
+plugin, reading the same ONNX files, or the IR of ``structvision export --format openvino``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def is_export(path: str | Path) -> bool:
     path = Path(path)
     if path.is_dir():
         return (path / EXPORT_RECORD).is_file()
-    return path.suffix == ".onnx"
+    return path.suffix in (".onnx", ".xml")
 
 
 def _read_record(path: Path) -> tuple[Path, dict[str, Any]]:
@@ -68,6 +68,8 @@ def _read_record(path: Path) -> tuple[Path, dict[str, Any]]:
     for file in files:
         if not file.is_file():
             raise ExportError(f"{file}: the exported model file is missing")
+        if file.suffix == ".xml" and not file.with_suffix(".bin").is_file():
+            raise ExportError(f"{file.with_suffix('.bin')}: the IR's weights file is missing")
     return folder, record
 
 
@@ -195,17 +197,21 @@ class ExportedModel(nn.Module):
         return self.family.predictions(outputs, sizes, targets, self.record.get("host", {}))
 
 
-def load(
-    path: str | Path, *, backend: str = "onnxruntime", threads: int | None = None
-) -> nn.Module:
-    """The exported model at ``path`` (module docstring) on ``backend``; ``threads`` caps the
-    runtime's threads (default: the runtime's own choice). A graph export gives an
-    `ExportedModel`; an R-CNN exported by parts gives the model rebuilt around its parts
+def load(path: str | Path, *, backend: str | None = None, threads: int | None = None) -> nn.Module:
+    """The exported model at ``path`` (module docstring) on ``backend`` (default: ONNX
+    Runtime for ONNX files, OpenVINO for its IR); ``threads`` caps the runtime's threads
+    (default: the runtime's own choice). A graph export gives an `ExportedModel`; an R-CNN or
+    a tracker exported by parts gives the model rebuilt around its parts
     (:mod:`structvision.export.parts`). Both have ``recipe`` and ``model_config``."""
-    if backend not in BACKENDS:
+    if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     path = Path(path)
     folder, record = _read_record(path)
+    ir = record.get("format") == "openvino"
+    if backend is None:
+        backend = "openvino" if ir else "onnxruntime"
+    if ir and backend != "openvino":
+        raise ExportError(f"{path} is an OpenVINO IR export: run it with --backend openvino")
     if record.get("kind") == "parts":
         from structvision.export.parts import assemble
         from structvision.tasks import get_recipe

@@ -337,3 +337,33 @@ def test_int8_export_quantises_each_weight_per_channel(fcn, tmp_path):
     with pytest.raises(ValueError, match="no-such-data"):
         export_model(run, out=tmp_path / "never", int8=True, calibration_data="no-such-data")
     assert not (tmp_path / "never").exists()
+
+
+def test_openvino_ir_export_runs_like_the_onnx_one(fcn, tmp_path):
+    run, exported = fcn
+    ir = tmp_path / "ir"
+    args = ["export", str(run), "--out", str(ir), "--data", SHAPES, "--images", "1"]
+    result = runner.invoke(app, [*args, "--format", "openvino", "--check"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in ir.iterdir()) == ["export.json", "model.bin", "model.xml"]
+    assert json.loads((ir / "export.json").read_text())["file"] == "model.xml"
+    image = build_dataset(SHAPES, split="val")[0][0]
+    with torch.no_grad():
+        _assert_same(load(exported)([image]), load(ir)([image]))  # OpenVINO by default
+    with pytest.raises(ExportError, match="--backend openvino"):
+        load(ir, backend="onnxruntime")
+    scores = []
+    for folder in (exported, ir):
+        out = tmp_path / f"{folder.name}.json"
+        evaluated = runner.invoke(app, ["eval", str(folder), "--data", SHAPES, "--out", str(out)])
+        assert evaluated.exit_code == 0, evaluated.output
+        scores.append(json.loads(out.read_text())["metrics"])
+    assert scores[0] == pytest.approx(scores[1], abs=1e-4)
+    # the ONNX export written over it leaves no IR file behind
+    assert runner.invoke(app, args).exit_code == 0
+    assert sorted(p.name for p in ir.iterdir()) == ["export.json", "model.onnx"]
+    broken = tmp_path / "broken"
+    runner.invoke(app, [*args[:3], str(broken), *args[4:], "--format", "openvino"])
+    (broken / "model.bin").unlink()
+    with pytest.raises(ExportError, match=r"model\.bin: the IR's weights file is missing"):
+        load(broken)

@@ -7,7 +7,8 @@
     structvision export zoo:fcn8s_shapes --format onnx --out exported/fcn8s --check
     structvision export zoo:fcn8s_shapes --out exported/fcn8s-int8 --int8   # and quantised
 
-An export folder holds ``model.onnx`` and ``export.json`` (the recipe, the trained model's
+An export folder holds ``model.onnx`` (``--format openvino``: OpenVINO's IR, ``model.xml`` and
+``model.bin``, converted from it) and ``export.json`` (the recipe, the trained model's
 ``model_config``, the graph's inputs and outputs and the host-side settings, see
 :mod:`structvision.export.graphs`). It is accepted wherever a run or checkpoint is
 (``structvision eval``/``predict``, :func:`structvision.tasks.load_trained_model`), and
@@ -57,8 +58,9 @@ __all__ = [
     "require",
 ]
 
-#: Formats `export_model` writes.
-EXPORT_FORMATS = ("onnx",)
+#: Formats `export_model` writes: ONNX files (run by ONNX Runtime or OpenVINO), or OpenVINO's
+#: IR (``.xml`` and ``.bin``, converted from the ONNX files; run by OpenVINO).
+EXPORT_FORMATS = ("onnx", "openvino")
 #: The file that describes an export folder.
 EXPORT_RECORD = "export.json"
 #: The ONNX file of an export folder.
@@ -402,6 +404,8 @@ def export_model(
                 "pads_batches": family.pads_batches,
             }
             files = [ONNX_FILE]
+        if format == "openvino" and not int8:  # checked as OpenVINO runs it
+            files = _to_openvino(Path(scratch), record)
         seconds = time.perf_counter() - started
         (Path(scratch) / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         report = ExportReport(
@@ -433,6 +437,8 @@ def export_model(
                 source=calibration_data,
                 method=calibration_method,
             )
+            if format == "openvino":  # OpenVINO reads the quantised graphs as int8
+                files = _to_openvino(Path(scratch), record)
             (Path(scratch) / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
             report.file_bytes = sum((Path(scratch) / name).stat().st_size for name in files)
             quantized = ExportReport(
@@ -449,11 +455,32 @@ def export_model(
             )
             report.int8_differences = quantized.differences
             report.seconds = time.perf_counter() - started
-        for stale in out.glob("*.onnx"):  # an earlier export's files
-            stale.unlink()
+        for pattern in ("*.onnx", "*.xml", "*.bin"):  # an earlier export's files
+            for stale in out.glob(pattern):
+                stale.unlink()
         for name in (*files, EXPORT_RECORD):  # the record last: it marks a complete export
             os.replace(Path(scratch) / name, out / name)
     return report
+
+
+def _to_openvino(folder: Path, record: dict) -> list[str]:
+    """Convert every ONNX file the record names into OpenVINO's IR (``.xml`` and ``.bin``,
+    float32 weights kept), point the record at the IR files and return the folder's files."""
+    ov = require("openvino")
+    entries = list(record["parts"].values()) if record.get("kind") == "parts" else [record]
+    files = []
+    for entry in entries:
+        source = folder / entry["file"]
+        target = source.with_suffix(".xml")
+        try:
+            ov.save_model(ov.convert_model(str(source)), str(target), compress_to_fp16=False)
+        except Exception as error:  # OpenVINO raises its own exception types
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ExportError(f"OpenVINO cannot convert {source.name}: {message}") from None
+        source.unlink()
+        entry["file"] = target.name
+        files += [target.name, target.with_suffix(".bin").name]
+    return files
 
 
 def _quantize(

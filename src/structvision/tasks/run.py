@@ -375,8 +375,8 @@ def load_trained_model(
 ) -> tuple[Recipe, nn.Module, dict[str, Any]]:
     """Rebuild a trained model from a run or checkpoint folder, or ``zoo:NAME``:
     ``(recipe, model, model_config)``; or load an exported model (an export folder or its
-    ``.onnx`` file, see :mod:`structvision.export`) to run on ``backend`` (default
-    ``onnxruntime``), with the same call contract.
+    model file, see :mod:`structvision.export`) to run on ``backend`` (default: ONNX Runtime
+    for ONNX files, OpenVINO for its IR), with the same call contract.
 
     The model is in eval mode, on the GPU when one is available.
     """
@@ -387,7 +387,7 @@ def load_trained_model(
     if not is_zoo_name(path) and is_export(path):
         from structvision.inference import load as load_exported
 
-        exported = load_exported(path, backend=backend or "onnxruntime")
+        exported = load_exported(path, backend=backend)
         return get_recipe(exported.recipe), exported, exported.model_config
     if backend is not None and backend != "torch":
         raise RecipeError(
