@@ -120,7 +120,7 @@ def benchmark(
             f"{source} is an exported model; int8 models are made from a run or checkpoint"
         )
     torch.set_num_threads(threads)
-    recipe, _, model_config = load_trained_model(source)
+    recipe, trained, model_config = load_trained_model(source)
     dataset = build_dataset(data, split="val", modality=recipe.data_modality)
     samples = [dataset[i] for i in range(min(speed_images, len(dataset)))]
     inputs = [
@@ -132,7 +132,7 @@ def benchmark(
     with tempfile.TemporaryDirectory(prefix="structvision-benchmark-") as scratch:
         for name in formats:
             if name == "torch":
-                model = load_trained_model(source)[1].cpu()
+                model = trained.cpu()
                 size = _weights_mb(source)
             else:
                 int8 = name.endswith("int8")
