@@ -77,7 +77,10 @@ def _resnet50_rows(args: argparse.Namespace) -> dict:
     generator = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 480, 640, generator=generator) for _ in range(args.images)]
     results = {}
+    chosen = args.resnet50.split(",") if args.resnet50 else list(RESNET50)
     for recipe, name in RESNET50.items():
+        if recipe not in chosen:
+            continue
         torch.manual_seed(0)
         theirs = getattr(torchvision.models.detection, name)(
             weights=None, weights_backbone=None
@@ -110,7 +113,13 @@ def _resnet50_rows(args: argparse.Namespace) -> dict:
         }
         if args.int8:
             quantised = args.out / f"{name}_int8"
-            export_model(checkpoint, out=quantised, threads=args.threads, int8=True)
+            export_model(
+                checkpoint,
+                out=quantised,
+                threads=args.threads,
+                int8=True,
+                calibration_images=args.calibration_images,
+            )
             times["int8"] = _ms(load(quantised, threads=args.threads), images, args.rounds)
         results[name] = {
             "image": "640x480 (resized to 800x1066 by the model)",
@@ -141,6 +150,12 @@ def main() -> None:
         "--formats", default="torch,onnx,openvino", help="zoo: structvision benchmark's formats"
     )
     parser.add_argument("--int8", action="store_true", help="resnet50: also time int8")
+    parser.add_argument(
+        "--calibration-images", type=int, default=16, help="resnet50 --int8: calibration images"
+    )
+    parser.add_argument(
+        "--resnet50", default=None, help="resnet50: some of faster_rcnn, mask_rcnn (default both)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
