@@ -189,9 +189,9 @@ def test_batches_give_the_same_predictions_and_frames_stream(trained, tmp_path, 
     monkeypatch.setattr(run_module, "iter_video_frames", counting)
     real_call = structvision.tasks.predictor.Predictor.__call__
 
-    def watching(self, images):
+    def watching(self, images, batch_size=1):
         calls.append((len(images), len(decoded)))
-        return real_call(self, images)
+        return real_call(self, images, batch_size=batch_size)
 
     monkeypatch.setattr(structvision.tasks.predictor.Predictor, "__call__", watching)
     result = _predict(run, video, out=tmp_path / "s", extra=["--batch-size", "2"])
@@ -210,3 +210,23 @@ def test_a_broken_video_is_named_before_anything_is_written(trained, tmp_path):
     result = _predict(run, folder / "im0.png", broken, out=out)
     assert result.exit_code != 0 and "broken.mp4" in result.output
     assert not out.exists()
+
+
+def test_a_predictor_calls_its_model_batch_size_images_at_a_time(trained):
+    run, folder = trained
+    predictor = structvision.load(run, score_threshold=0.0)
+    images = [folder / "im0.png", folder / "im1.png", folder / "sub" / "im2.png"]
+    model, sizes = predictor.model, []
+
+    def counting(pictures, *args):
+        sizes.append(len(pictures))
+        return model(pictures, *args)
+
+    predictor.model = counting
+    one_by_one = predictor(images)  # the default: each image alone, as before batching
+    batched = predictor(images, batch_size=2)
+    assert sizes == [1, 1, 1, 2, 1]
+    for alone, together in zip(one_by_one, batched, strict=True):
+        assert torch.allclose(alone["boxes"], together["boxes"], atol=1e-4)
+    with pytest.raises(ValueError, match="batch_size"):
+        predictor(images, batch_size=0)

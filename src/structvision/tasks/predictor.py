@@ -114,19 +114,28 @@ class Predictor:
         self.device = parameter.device if parameter is not None else torch.device("cpu")
 
     @torch.no_grad()
-    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> list[dict[str, Tensor]]:
+    def __call__(
+        self, images: ImageLike | Sequence[ImageLike], *, batch_size: int = 1
+    ) -> list[dict[str, Tensor]]:
         """Predictions for one image or a list of images: a list with one dict per image, on
         the CPU, in the image's own pixel coordinates (``boxes`` xyxy, ``labels``, ``scores``,
-        plus ``masks``, ``keypoints`` or ``semantic`` as the model predicts them)."""
+        plus ``masks``, ``keypoints`` or ``semantic`` as the model predicts them). The model
+        is called on ``batch_size`` images at a time (mixed sizes padded, as in training)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         batch = list(images) if isinstance(images, (list, tuple)) else [images]
         if self.recipe.data_modality == "flow":
             return self.flow(batch)
-        pictures = [as_image(image).to(self.device) for image in batch]
-        # one call for the list: the model batches it (mixed sizes padded, as in training)
-        return [
-            filter_by_score(_to_cpu(prediction), self.score_threshold)
-            for prediction in self.model(pictures)
-        ]
+        predictions = []
+        for start in range(0, len(batch), batch_size):
+            pictures = [
+                as_image(image).to(self.device) for image in batch[start : start + batch_size]
+            ]
+            predictions += [
+                filter_by_score(_to_cpu(prediction), self.score_threshold)
+                for prediction in self.model(pictures)
+            ]
+        return predictions
 
     @torch.no_grad()
     def flow(self, frames: Sequence[ImageLike]) -> list[dict[str, Tensor]]:

@@ -729,7 +729,7 @@ def _batched(
     """``(path, image, prediction)`` for each frame, the model called on ``batch_size`` images
     at a time."""
     while chunk := list(itertools.islice(frames, batch_size)):
-        predictions = predictor([image for _, image in chunk])
+        predictions = predictor([image for _, image in chunk], batch_size=batch_size)
         for (path, image), prediction in zip(chunk, predictions, strict=True):
             yield path, image, prediction
 
