@@ -230,3 +230,16 @@ def test_a_predictor_calls_its_model_batch_size_images_at_a_time(trained):
         assert torch.allclose(alone["boxes"], together["boxes"], atol=1e-4)
     with pytest.raises(ValueError, match="batch_size"):
         predictor(images, batch_size=0)
+
+
+def test_files_of_one_name_in_two_folders_keep_both_outputs(trained, tmp_path):
+    import shutil
+
+    run, folder = trained
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(folder / "im0.png", other / "im0.png")
+    out = tmp_path / "p"
+    result = _predict(run, folder / "im0.png", folder / "im1.png", other / "im0.png", out=out)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.glob("*.png")} == {"im0_0.png", "im1.png", "im0_2.png"}

@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -710,12 +711,12 @@ def _frames_of(sources: list[Path], every: int) -> Iterator[tuple[Path, torch.Te
 def _namer(sources: list[Path]) -> Callable[[Path, int], str]:
     """Output names: a file's stem, with its position appended where files from different
     folders share the stem (or a name was already given in this run)."""
-    stems = [path.stem for path in sources]
+    shared = {stem for stem, count in Counter(p.stem for p in sources).items() if count > 1}
     given: set[str] = set()
 
     def name_of(path: Path, index: int) -> str:
         name = path.stem
-        if stems.count(name) > 1 or name in given:
+        if name in shared or name in given:
             name = f"{path.stem}_{index}"
         given.add(name)
         return name
