@@ -94,3 +94,25 @@ def test_finetune_from_coco_on_a_coco_folder_from_the_command_line(tmp_path):
     weights.unlink()  # the run's checkpoint is all that evaluation needs
     evaluated = CliRunner().invoke(app, ["eval", str(run), "--data", str(folder)])
     assert evaluated.exit_code == 0, evaluated.output
+
+
+def test_init_from_a_structvision_model_copies_every_weight(tmp_path):
+    # zoo:NAME (and any run or checkpoint folder) is a model to fine-tune: all weights copied
+    from structvision.engine import load_model_weights
+    from structvision.zoo import zoo_path
+
+    kwargs = json.loads((zoo_path("zoo:keypoint_rcnn_shapes_pose") / "config.json").read_text())
+    kwargs = {k: v for k, v in kwargs["model"]["kwargs"].items() if k != "pretrained"}
+    expected = build_keypoint_rcnn(**kwargs)
+    load_model_weights(expected, zoo_path("zoo:keypoint_rcnn_shapes_pose"))
+    started = build_keypoint_rcnn(**kwargs, init="zoo:keypoint_rcnn_shapes_pose")
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(started.state_dict()[name], tensor), name
+    # settings that only change training or decoding do not matter; the layers must match
+    build_keypoint_rcnn(**kwargs, keypoint_target_sigma=1.5, init="zoo:keypoint_rcnn_shapes_pose")
+    with pytest.raises(RecipeError, match=r"model\.init zoo:keypoint_rcnn_shapes_pose"):
+        build_keypoint_rcnn(**{**kwargs, "fpn_channels": 32}, init="zoo:keypoint_rcnn_shapes_pose")
+    with pytest.raises(RecipeError, match=r"model\.init zoo:no_such_entry.*no entry"):
+        build_keypoint_rcnn(**kwargs, init="zoo:no_such_entry")
+    with pytest.raises(RecipeError, match=r"model\.init .*no checkpoint"):
+        build_keypoint_rcnn(**kwargs, init=str(tmp_path))  # a folder without a model

@@ -18,7 +18,10 @@ from structvision.models.detection import (
     keypoint_rcnn_resnet50_fpn,
     keypoint_rcnn_small_fpn,
 )
-from structvision.structures import keypoints_to_heatmap_targets
+from structvision.structures import (
+    keypoints_to_heatmap_distributions,
+    keypoints_to_heatmap_targets,
+)
 
 TV = torchvision.models.detection
 
@@ -54,8 +57,56 @@ def test_keypoint_loss_without_valid_points_is_zero_and_differentiable():
     valid = torch.zeros(2, 3, dtype=torch.bool)
     loss = keypoint_rcnn_loss(logits, torch.zeros(2, 3, dtype=torch.int64), valid)
     assert loss.item() == 0.0 and loss.requires_grad
-    with pytest.raises(ValueError, match="target_idxs and valid must have shape"):
+    with pytest.raises(ValueError, match="targets must have shape"):
         keypoint_rcnn_loss(logits, torch.zeros(2, 4, dtype=torch.int64), valid)
+
+
+def test_soft_keypoint_loss_is_the_cross_entropy_against_the_target_distribution():
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 4, 8, 8, generator=gen, requires_grad=True)
+    rois = torch.tensor([[0.0, 0.0, 16.0, 16.0], [2.0, 2.0, 14.0, 10.0], [0.0, 0.0, 8.0, 8.0]])
+    keypoints = torch.rand(3, 4, 3, generator=gen) * torch.tensor([16.0, 16.0, 2.9])
+    keypoints[..., 2] = keypoints[..., 2].floor()
+    targets, valid = keypoints_to_heatmap_distributions(keypoints, rois, 8, 1.0)
+    assert 0 < valid.sum() < valid.numel()
+    loss = keypoint_rcnn_loss(logits, targets, valid)
+    # by hand: -sum q log p for each valid (RoI, keypoint), averaged
+    log_p = logits.detach().flatten(2).log_softmax(dim=-1)
+    by_hand = -(targets.flatten(2) * log_p).sum(dim=-1)[valid].mean()
+    torch.testing.assert_close(loss.detach(), by_hand)
+    loss.backward()
+    assert torch.equal(logits.grad.abs().sum(dim=(2, 3)) > 0, valid)
+    # the loss is smallest where the prediction is the target: there its gradient vanishes
+    optimum = targets.clamp_min(1e-12).log().requires_grad_()
+    keypoint_rcnn_loss(optimum, targets, valid).backward()
+    assert optimum.grad.abs().max() < 1e-6
+    with pytest.raises(ValueError, match="targets must have shape"):
+        keypoint_rcnn_loss(logits, targets[:, :, :4, :4], valid)
+
+
+def test_gaussian_targets_train_and_are_checked():
+    torch.manual_seed(0)
+    images = [torch.rand(3, 100, 128), torch.rand(3, 90, 110)]
+    losses = {}
+    for sigma in (0.0, 1.5):
+        torch.manual_seed(0)
+        model = keypoint_rcnn_small_fpn(
+            num_classes=2,
+            num_keypoints=5,
+            width=8,
+            min_size=96,
+            max_size=128,
+            keypoint_target_sigma=sigma,
+        ).train()
+        torch.manual_seed(1)
+        losses[sigma] = model(images, _keypoint_targets(5))["loss_keypoint"]
+    # the same weights and sample: only the targets differ, and the soft ones cost more
+    # (their optimum is their entropy, about log(2 pi e sigma^2) = 4.1 for sigma 1.5, not 0)
+    assert losses[1.5] > losses[0.0] > 0
+    losses[1.5].backward()
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="target_sigma"):
+            keypoint_rcnn_small_fpn(num_classes=2, num_keypoints=5, keypoint_target_sigma=bad)
 
 
 @pytest.mark.parametrize("num_keypoints", [1, 5, 17])

@@ -6,7 +6,11 @@ import pytest
 import torch
 from torchvision.models.detection import roi_heads as tv_roi_heads
 
-from structvision.structures import heatmaps_to_keypoints, keypoints_to_heatmap_targets
+from structvision.structures import (
+    heatmaps_to_keypoints,
+    keypoints_to_heatmap_distributions,
+    keypoints_to_heatmap_targets,
+)
 
 
 def test_heatmap_targets_hand_case():
@@ -114,3 +118,46 @@ def test_subpixel_decoding_finds_a_quadratic_peak_between_pixels():
     # interior quadratic peak -(dx^2) - 2 (dy^2) by 1/2 + 1; a flat map stays flat
     shift = torch.tensor([-1.5, -1.5, 0.0])
     torch.testing.assert_close(fine_scores[0, [0, 1, 3]], coarse_scores[0, [0, 1, 3]] + shift)
+
+
+def test_gaussian_targets_are_centred_exactly_on_the_keypoint():
+    gen = torch.Generator().manual_seed(0)
+    rois = torch.tensor([[10.0, 20.0, 80.0, 110.0]]).repeat(40, 1)
+    keypoints = torch.rand(40, 3, 3, generator=gen) * torch.tensor([50.0, 60.0, 0.0])
+    keypoints += torch.tensor([20.0, 35.0, 2.0])  # inside, away from the border
+    keypoints[0, 2, 2] = 0  # not labelled
+    size = 56
+    targets, valid = keypoints_to_heatmap_distributions(keypoints, rois, size, 1.5)
+    idxs, expected_valid = keypoints_to_heatmap_targets(keypoints, rois, size)
+    assert torch.equal(valid, expected_valid) and not valid[0, 2]
+    assert targets[0, 2].abs().sum() == 0
+    torch.testing.assert_close(targets[valid].sum(dim=(-1, -2)), torch.ones(int(valid.sum())))
+    # the distribution's mean is the keypoint, in continuous heatmap units (cell centres j + 0.5)
+    centres = torch.arange(size) + 0.5
+    mean_x = (targets.sum(dim=-2) * centres).sum(dim=-1)  # (N, K)
+    mean_y = (targets.sum(dim=-1) * centres).sum(dim=-1)
+    u = (keypoints[..., 0] - 10.0) * size / 70.0
+    v = (keypoints[..., 1] - 20.0) * size / 90.0
+    torch.testing.assert_close(mean_x[valid], u[valid], rtol=0, atol=1e-4)
+    torch.testing.assert_close(mean_y[valid], v[valid], rtol=0, atol=1e-4)
+    # and its mode is the one-hot target's cell
+    assert torch.equal(targets.flatten(2).argmax(dim=-1)[valid], idxs[valid])
+    with pytest.raises(ValueError, match="sigma must be a positive"):
+        keypoints_to_heatmap_distributions(keypoints, rois, size, 0.0)
+
+
+def test_gaussian_targets_decode_to_their_keypoint_between_pixels():
+    # a network that matched the targets exactly: its logits are log q (a paraboloid); the
+    # sub-pixel decoding then finds the keypoint far better than the best cell's centre does
+    gen = torch.Generator().manual_seed(3)
+    rois = torch.tensor([[10.0, 20.0, 80.0, 110.0]]).repeat(30, 1)
+    keypoints = torch.rand(30, 5, 3, generator=gen) * torch.tensor([60.0, 80.0, 0.0])
+    keypoints += torch.tensor([15.0, 25.0, 2.0])
+    targets, _ = keypoints_to_heatmap_distributions(keypoints, rois, 56, 1.5)
+    logits = targets.clamp_min(1e-30).log()
+    errors = {}
+    for subpixel in (False, True):
+        decoded, _ = heatmaps_to_keypoints(logits, rois, subpixel=subpixel)
+        errors[subpixel] = (decoded[..., :2] - keypoints[..., :2]).norm(dim=-1)
+    assert errors[True].max() < 0.25 and errors[True].mean() < 0.12
+    assert errors[False].mean() > 3 * errors[True].mean()

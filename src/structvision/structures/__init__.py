@@ -15,7 +15,11 @@ from structvision.structures.boxes import (
     remove_small_boxes,
     scale_boxes,
 )
-from structvision.structures.keypoints import heatmaps_to_keypoints, keypoints_to_heatmap_targets
+from structvision.structures.keypoints import (
+    heatmaps_to_keypoints,
+    keypoints_to_heatmap_distributions,
+    keypoints_to_heatmap_targets,
+)
 from structvision.structures.masks import (
     mask_to_rle,
     masks_to_boxes,
@@ -37,6 +41,7 @@ __all__ = [
     "box_iou",
     "clip_boxes_to_image",
     "heatmaps_to_keypoints",
+    "keypoints_to_heatmap_distributions",
     "keypoints_to_heatmap_targets",
     "mask_to_rle",
     "masks_to_boxes",

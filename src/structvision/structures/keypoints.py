@@ -14,7 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["heatmaps_to_keypoints", "keypoints_to_heatmap_targets"]
+__all__ = [
+    "heatmaps_to_keypoints",
+    "keypoints_to_heatmap_distributions",
+    "keypoints_to_heatmap_targets",
+]
 
 
 def keypoints_to_heatmap_targets(
@@ -57,6 +61,47 @@ def keypoints_to_heatmap_targets(
     valid = inside & (keypoints[..., 2] > 0)
     target_idxs = torch.where(valid, rows * heatmap_size + cols, torch.zeros_like(cols))
     return target_idxs, valid
+
+
+def keypoints_to_heatmap_distributions(
+    keypoints: Tensor, rois: Tensor, heatmap_size: int, sigma: float
+) -> tuple[Tensor, Tensor]:
+    """Each keypoint as a Gaussian distribution over its RoI's heatmap cells, centred exactly.
+
+    The one-hot target of :func:`keypoints_to_heatmap_targets` moves a keypoint to its cell's
+    centre, up to half a cell away, so a network trained on it cannot say where in the cell
+    the keypoint lies. Here keypoint ``(x, y)`` sits at the continuous heatmap position
+    ``u = (x - x1) * S / w``, ``v = (y - y1) * S / h`` and cell ``(i, j)`` (centre ``(j + 0.5,
+    i + 0.5)``) gets probability proportional to ``exp(-((j + 0.5 - u)^2 + (i + 0.5 - v)^2) /
+    (2 sigma^2))``, normalised over the map: the unbiased encoding of DARK (Zhang et al. 2020).
+    A network that matches it has a log-heatmap that is a parabola with its vertex at the
+    keypoint, which the sub-pixel decoding of :func:`heatmaps_to_keypoints` recovers. Validity
+    is :func:`keypoints_to_heatmap_targets`'s.
+
+    Args:
+        keypoints: ``(N, K, 3)`` ``(x, y, visibility)`` in image pixels, one row per RoI.
+        rois: ``(N, 4)`` ``xyxy`` RoIs in image pixels.
+        heatmap_size: ``S``, cells per side of the heatmap.
+        sigma: the Gaussian's standard deviation in cells, positive.
+
+    Returns:
+        ``(targets, valid)``: ``(N, K, S, S)`` float distributions (each sums to 1; zero where
+        not valid) and ``(N, K)`` bool validity.
+    """
+    if not (isinstance(sigma, (int, float)) and 0 < sigma < float("inf")):
+        raise ValueError(f"sigma must be a positive number of heatmap cells, got {sigma!r}")
+    _, valid = keypoints_to_heatmap_targets(keypoints, rois, heatmap_size)
+    x1, y1, x2, y2 = (coord[:, None] for coord in rois.unbind(dim=1))  # each (N, 1)
+    u = (keypoints[..., 0] - x1) * (heatmap_size / (x2 - x1))  # (N, K)
+    v = (keypoints[..., 1] - y1) * (heatmap_size / (y2 - y1))
+    centres = torch.arange(heatmap_size, dtype=keypoints.dtype, device=keypoints.device) + 0.5
+    log_x = -((centres - u[..., None]) ** 2) / (2 * sigma**2)  # (N, K, S)
+    log_y = -((centres - v[..., None]) ** 2) / (2 * sigma**2)
+    # separable: the x and y factors normalised apart (log-sum-exp keeps far-off points finite)
+    prob_x = log_x.softmax(dim=-1)
+    prob_y = log_y.softmax(dim=-1)
+    targets = prob_y[..., :, None] * prob_x[..., None, :]  # (N, K, S, S)
+    return torch.where(valid[..., None, None], targets, torch.zeros_like(targets)), valid
 
 
 def heatmaps_to_keypoints(

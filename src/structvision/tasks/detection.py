@@ -102,9 +102,23 @@ COCO_INIT_ARCHITECTURES = ("resnet50_fpn", "resnet50_fpn_v2")
 
 
 def init_from_coco(model: nn.Module, init: str | None, *, arch: str) -> nn.Module:
-    """``model`` started from the torchvision COCO-trained state dict in the file ``init``
-    (nothing happens for ``None``); the class-specific layers stay freshly initialised."""
+    """``model`` started from ``init`` (nothing happens for ``None``): a torchvision
+    COCO-trained state dict file (the class-specific layers stay freshly initialised), or a
+    structvision model of the same recipe and settings to fine-tune (``zoo:NAME``, a run or
+    checkpoint folder), whose every weight is copied."""
     if init is None:
+        return model
+    from structvision.engine import CheckpointError, load_model_weights
+    from structvision.zoo import is_zoo_name, zoo_path
+
+    if is_zoo_name(init) or Path(init).is_dir():
+        try:
+            load_model_weights(model, zoo_path(init) if is_zoo_name(init) else init)
+        except (CheckpointError, FileNotFoundError) as error:
+            raise RecipeError(
+                f"model.init {init}: cannot fine-tune from it, it must be a model of the same "
+                f"recipe and model settings ({error})"
+            ) from error
         return model
     from structvision.convert import init_from_torchvision_detection, read_state_dict_file
 

@@ -94,6 +94,7 @@ KEYPOINT_MODEL_OPTIONS = (
     "keypoint_roi_expansion",
     "keypoint_rescoring",
     "keypoint_subpixel",
+    "keypoint_target_sigma",
     "box_soft_nms_sigma",
     "trainable_layers",
     "weights_path",

@@ -10,8 +10,11 @@ to ``28 x 28`` and a 2x bilinear upsampling to ``56 x 56`` logit maps, one per k
 
 Training (positive RoIs only, from the box head's sample): each labelled keypoint of the RoI's
 matched ground truth that falls inside the RoI is a one-hot target over the ``56 * 56`` cells
-(:func:`~structvision.structures.keypoints_to_heatmap_targets`); the loss is the cross-entropy
-over those cells, averaged over the valid (RoI, keypoint) pairs (:func:`keypoint_rcnn_loss`).
+(:func:`~structvision.structures.keypoints_to_heatmap_targets`), or with ``target_sigma`` a
+Gaussian distribution centred exactly on it
+(:func:`~structvision.structures.keypoints_to_heatmap_distributions`); the loss is the
+cross-entropy over those cells, averaged over the valid (RoI, keypoint) pairs
+(:func:`keypoint_rcnn_loss`).
 
 Inference: :func:`~structvision.structures.heatmaps_to_keypoints` decodes each detection's maps
 into ``keypoints (D, K, 3)`` ``(x, y, 1)`` and ``keypoints_scores (D, K)`` (heatmap logits at
@@ -52,6 +55,7 @@ from structvision.models.fpn import BackboneWithFPN, FeaturePyramidNetwork
 from structvision.ops import MultiScaleRoIAlign
 from structvision.structures import (
     heatmaps_to_keypoints,
+    keypoints_to_heatmap_distributions,
     keypoints_to_heatmap_targets,
     scale_boxes,
 )
@@ -151,6 +155,10 @@ class KeypointBranch(nn.Module):
         subpixel: place each keypoint between pixels at its heatmap peak's parabola vertex
             (:func:`~structvision.structures.heatmaps_to_keypoints`; ``False`` is
             torchvision's).
+        target_sigma: train on Gaussian target distributions of this standard deviation in
+            heatmap cells, centred exactly on each keypoint
+            (:func:`~structvision.structures.keypoints_to_heatmap_distributions`); 0 trains on
+            the one-hot cell of each keypoint, as torchvision does.
     """
 
     def __init__(
@@ -162,6 +170,7 @@ class KeypointBranch(nn.Module):
         roi_expansion: float = 1.0,
         rescore: bool = False,
         subpixel: bool = False,
+        target_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         is_number = isinstance(roi_expansion, (int, float)) and not isinstance(roi_expansion, bool)
@@ -173,6 +182,9 @@ class KeypointBranch(nn.Module):
         self.roi_expansion = float(roi_expansion)
         self.rescore = bool(rescore)
         self.subpixel = bool(subpixel)
+        if not (isinstance(target_sigma, (int, float)) and 0 <= target_sigma < math.inf):
+            raise ValueError(f"target_sigma must be a finite number >= 0, got {target_sigma!r}")
+        self.target_sigma = float(target_sigma)
 
     def rois(self, boxes: list[Tensor]) -> list[Tensor]:
         """The regions the heatmaps cover: ``boxes`` grown by ``roi_expansion``."""
@@ -195,33 +207,41 @@ class KeypointBranch(nn.Module):
 # --------------------------------------------------------------------------- loss
 
 
-def keypoint_rcnn_loss(keypoint_logits: Tensor, target_idxs: Tensor, valid: Tensor) -> Tensor:
+def keypoint_rcnn_loss(keypoint_logits: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
     """Cross-entropy over the ``S * S`` heatmap cells, mean over the valid (RoI, keypoint) pairs.
 
     Args:
         keypoint_logits: ``(R, K, S, S)`` heatmap logits of the positive RoIs.
-        target_idxs: ``(R, K)`` int64 flat target cell ``row * S + col``
-            (:func:`~structvision.structures.keypoints_to_heatmap_targets`).
+        targets: ``(R, K)`` int64 flat target cell ``row * S + col``
+            (:func:`~structvision.structures.keypoints_to_heatmap_targets`, torchvision's), or
+            ``(R, K, S, S)`` float target distributions
+            (:func:`~structvision.structures.keypoints_to_heatmap_distributions`).
         valid: ``(R, K)`` bool, labelled keypoints inside their RoI.
 
     Returns:
-        Scalar loss; ``0`` (attached to the graph) when nothing is valid.
+        Scalar loss; ``0`` (attached to the graph) when nothing is valid. With distributions
+        ``q`` it is ``-sum(q log softmax(logits))``, whose minimum is ``q``'s entropy, not 0.
     """
     if keypoint_logits.ndim != 4 or keypoint_logits.shape[-1] != keypoint_logits.shape[-2]:
         raise ValueError(
             f"keypoint_logits must be (R, K, S, S), got {tuple(keypoint_logits.shape)}"
         )
     num_rois, num_keypoints, size, _ = keypoint_logits.shape
-    if target_idxs.shape != (num_rois, num_keypoints) or valid.shape != target_idxs.shape:
+    soft = targets.is_floating_point()
+    expected = (num_rois, num_keypoints, size, size) if soft else (num_rois, num_keypoints)
+    if targets.shape != expected or valid.shape != (num_rois, num_keypoints):
         raise ValueError(
-            f"target_idxs and valid must have shape ({num_rois}, {num_keypoints}), got "
-            f"{tuple(target_idxs.shape)} and {tuple(valid.shape)}"
+            f"targets must have shape {expected} and valid ({num_rois}, {num_keypoints}), got "
+            f"{tuple(targets.shape)} and {tuple(valid.shape)}"
         )
     valid_pairs = torch.where(valid.reshape(-1))[0]  # (V,)
     if valid_pairs.numel() == 0:
         return keypoint_logits.sum() * 0.0
-    flat_logits = keypoint_logits.reshape(num_rois * num_keypoints, size * size)
-    return F.cross_entropy(flat_logits[valid_pairs], target_idxs.reshape(-1)[valid_pairs])
+    flat_logits = keypoint_logits.reshape(num_rois * num_keypoints, size * size)[valid_pairs]
+    if soft:
+        flat_targets = targets.reshape(num_rois * num_keypoints, size * size)[valid_pairs]
+        return -(flat_targets * flat_logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+    return F.cross_entropy(flat_logits, targets.reshape(-1)[valid_pairs])
 
 
 # --------------------------------------------------------------------------- model
@@ -293,13 +313,18 @@ class KeypointRCNN(nn.Module):
         rois = self.keypoint_branch.rois(positive_boxes)
         keypoint_logits = self.keypoint_branch(features, rois, image_sizes)
         heatmap_size = keypoint_logits.shape[-1]
+        sigma = self.keypoint_branch.target_sigma
         encoded = [
-            keypoints_to_heatmap_targets(target["keypoints"][idxs], image_rois, heatmap_size)
+            keypoints_to_heatmap_distributions(
+                target["keypoints"][idxs], image_rois, heatmap_size, sigma
+            )
+            if sigma > 0
+            else keypoints_to_heatmap_targets(target["keypoints"][idxs], image_rois, heatmap_size)
             for target, image_rois, idxs in zip(targets, rois, positive_idxs, strict=True)
-        ]  # per image ((P_i, K), (P_i, K))
-        target_idxs = torch.cat([idxs for idxs, _ in encoded])
+        ]  # per image: targets (P_i, K) or (P_i, K, S, S), valid (P_i, K)
+        heatmap_targets = torch.cat([image_targets for image_targets, _ in encoded])
         valid = torch.cat([image_valid for _, image_valid in encoded])
-        return keypoint_rcnn_loss(keypoint_logits, target_idxs, valid)
+        return keypoint_rcnn_loss(keypoint_logits, heatmap_targets, valid)
 
     def _predict_keypoints(
         self,
@@ -379,6 +404,7 @@ def keypoint_rcnn(
     keypoint_roi_expansion: float = 1.0,
     keypoint_rescoring: bool = False,
     keypoint_subpixel: bool = False,
+    keypoint_target_sigma: float = 0.0,
     **detector_settings,
 ) -> KeypointRCNN:
     """Assemble a Keypoint R-CNN: `faster_rcnn`'s detector plus a keypoint branch.
@@ -395,6 +421,8 @@ def keypoint_rcnn(
             (:func:`add_decoded_keypoints`; ``False`` is torchvision's).
         keypoint_subpixel: keypoints refined between pixels (:class:`KeypointBranch`'s
             ``subpixel``; ``False`` is torchvision's).
+        keypoint_target_sigma: train on Gaussian heatmap targets of this width in cells
+            (:class:`KeypointBranch`'s ``target_sigma``; 0, one-hot cells, is torchvision's).
         **detector_settings: every other argument of
             :func:`~structvision.models.detection.faster_rcnn` (``backbone``, anchors,
             ``box_roi_pool``, thresholds, transform sizes, ...).
@@ -408,6 +436,7 @@ def keypoint_rcnn(
         roi_expansion=keypoint_roi_expansion,
         rescore=keypoint_rescoring,
         subpixel=keypoint_subpixel,
+        target_sigma=keypoint_target_sigma,
     )
     return KeypointRCNN(
         transform=detector.transform,
