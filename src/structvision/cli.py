@@ -374,7 +374,8 @@ BackendOption = Annotated[
     typer.Option(
         "--backend",
         help="Runtime of an exported model (structvision export): onnxruntime (default for "
-        "ONNX files) or openvino (default for --format openvino).",
+        "ONNX files), openvino (default for --format openvino) or torchscript (for --format "
+        "torchscript).",
     ),
 ]
 
@@ -631,7 +632,10 @@ def export(
     run: Annotated[Path, typer.Argument(help="Run folder, checkpoint folder or zoo:NAME.")],
     out: Annotated[Path, typer.Option("--out", help="The export folder to write.")],
     format: Annotated[
-        str, typer.Option("--format", help="Export format: onnx, or openvino (its IR).")
+        str,
+        typer.Option(
+            "--format", help="Export format: onnx, openvino (its IR) or torchscript (libtorch)."
+        ),
     ] = "onnx",
     data: Annotated[
         str | None,

@@ -9,12 +9,15 @@ OpenVINO ``.xml``) file inside one. The model takes what the PyTorch model takes
 in ``[0, 1]``, sizes may differ; for flow models ``(6, H, W)`` frame pairs; depth models also
 take the targets that hold the camera) and returns the same per-image dicts, on the CPU.
 Backends: ``onnxruntime`` (the default for ONNX files) and ``openvino`` (OpenVINO's CPU
-plugin, reading the same ONNX files, or the IR of ``structvision export --format openvino``).
+plugin, reading the same ONNX files, or the IR of ``structvision export --format openvino``);
+``torchscript`` runs the archives of ``--format torchscript`` with ``torch.jit.load`` (the only
+backend for them; TorchScript archives hold code, so load only archives you trust).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from structvision.export.graphs import family_for
 __all__ = ["BACKENDS", "ExportedModel", "is_export", "load"]
 
 #: Runtimes that can run an exported model.
-BACKENDS = ("onnxruntime", "openvino")
+BACKENDS = ("onnxruntime", "openvino", "torchscript")
 
 
 def is_export(path: str | Path) -> bool:
@@ -37,6 +40,8 @@ def is_export(path: str | Path) -> bool:
     path = Path(path)
     if path.is_dir():
         return (path / EXPORT_RECORD).is_file()
+    if path.suffix == ".pt":  # a TorchScript archive only beside an export record
+        return (path.parent / EXPORT_RECORD).is_file()
     return path.suffix in (".onnx", ".xml")
 
 
@@ -116,7 +121,37 @@ class _OpenVino:
         return {name: results[port] for name, port in self.outputs}
 
 
-_RUNTIMES = {"onnxruntime": _OnnxRuntime, "openvino": _OpenVino}
+class _TorchScript:
+    """A TorchScript archive run by PyTorch on the CPU; ``threads`` sets PyTorch's intra-op
+    threads (for the whole process)."""
+
+    def __init__(self, path: Path, threads: int | None) -> None:
+        from structvision.export import TORCHSCRIPT_IO
+
+        names = {TORCHSCRIPT_IO: ""}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation
+                self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=names)
+            io_names = json.loads(names[TORCHSCRIPT_IO])
+            self.inputs, self.outputs = list(io_names["inputs"]), list(io_names["outputs"])
+        except Exception as error:  # torch.jit raises its own exception types
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ExportError(
+                f"{path}: not a TorchScript archive of structvision export "
+                f"({type(error).__name__}: {message})"
+            ) from None
+        if threads:
+            torch.set_num_threads(int(threads))
+
+    @torch.no_grad()
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.module(*(torch.from_numpy(inputs[name]) for name in self.inputs))
+        outputs = (outputs,) if isinstance(outputs, Tensor) else tuple(outputs)
+        return {name: output.numpy() for name, output in zip(self.outputs, outputs, strict=True)}
+
+
+_RUNTIMES = {"onnxruntime": _OnnxRuntime, "openvino": _OpenVino, "torchscript": _TorchScript}
 
 
 class ExportedModel(nn.Module):
@@ -199,8 +234,8 @@ class ExportedModel(nn.Module):
 
 def load(path: str | Path, *, backend: str | None = None, threads: int | None = None) -> nn.Module:
     """The exported model at ``path`` (module docstring) on ``backend`` (default: ONNX
-    Runtime for ONNX files, OpenVINO for its IR); ``threads`` caps the runtime's threads
-    (default: the runtime's own choice). A graph export gives an `ExportedModel`; an R-CNN or
+    Runtime for ONNX files, OpenVINO for its IR, PyTorch for TorchScript); ``threads`` caps
+    the runtime's threads (default: the runtime's own choice). A graph export gives an `ExportedModel`; an R-CNN or
     a tracker exported by parts gives the model rebuilt around its parts
     (:mod:`structvision.export.parts`). Both have ``recipe`` and ``model_config``."""
     if backend is not None and backend not in BACKENDS:
@@ -208,10 +243,16 @@ def load(path: str | Path, *, backend: str | None = None, threads: int | None = 
     path = Path(path)
     folder, record = _read_record(path)
     ir = record.get("format") == "openvino"
+    scripted = record.get("format") == "torchscript"
     if backend is None:
-        backend = "openvino" if ir else "onnxruntime"
+        backend = "openvino" if ir else "torchscript" if scripted else "onnxruntime"
     if ir and backend != "openvino":
         raise ExportError(f"{path} is an OpenVINO IR export: run it with --backend openvino")
+    if scripted != (backend == "torchscript"):
+        raise ExportError(
+            f"{path} is a {record.get('format', 'onnx')} export: --backend torchscript runs "
+            "TorchScript exports only, and they run on no other backend"
+        )
     if record.get("kind") == "parts":
         from structvision.export.parts import assemble
         from structvision.tasks import get_recipe

@@ -367,3 +367,62 @@ def test_openvino_ir_export_runs_like_the_onnx_one(fcn, tmp_path):
     (broken / "model.bin").unlink()
     with pytest.raises(ExportError, match=r"model\.bin: the IR's weights file is missing"):
         load(broken)
+
+
+def test_torchscript_export_runs_like_the_model(fcn, tmp_path):
+    run, onnx_export = fcn
+    scripted = tmp_path / "ts"
+    args = ["export", str(run), "--out", str(scripted), "--data", SHAPES, "--images", "1"]
+    result = runner.invoke(app, [*args, "--format", "torchscript", "--check"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in scripted.iterdir()) == ["export.json", "model.pt"]
+    record = json.loads((scripted / "export.json").read_text())
+    assert record["format"] == "torchscript" and record["file"] == "model.pt"
+    _, model, _ = load_trained_model(run)
+    generator = torch.Generator().manual_seed(5)
+    images = [
+        torch.rand(3, 37, 61, generator=generator),
+        torch.rand(3, 50, 44, generator=generator),
+    ]
+    scripted_model = load(scripted / "model.pt")  # PyTorch's TorchScript runtime by default
+    with torch.no_grad():
+        _assert_same(model.cpu()(images), scripted_model(images), atol=1e-5)
+    # the archive is self-contained: plain torch.jit.load runs it without structvision's code
+    names = {"io.json": ""}
+    module = torch.jit.load(str(scripted / "model.pt"), _extra_files=names)
+    assert json.loads(names["io.json"]) == {"inputs": ["images"], "outputs": record["outputs"]}
+    labels, _ = module(images[0][None])
+    assert torch.equal(labels[0], model(images[:1])[0]["semantic"])
+    # each format runs on its own backends only
+    with pytest.raises(ExportError, match="torchscript export"):
+        load(scripted, backend="onnxruntime")
+    with pytest.raises(ExportError, match="onnx export"):
+        load(onnx_export, backend="torchscript")
+    out = tmp_path / "e.json"
+    evaluated = runner.invoke(app, ["eval", str(scripted), "--data", SHAPES, "--out", str(out)])
+    assert evaluated.exit_code == 0, evaluated.output
+    reference = runner.invoke(
+        app, ["eval", str(run), "--data", SHAPES, "--out", str(tmp_path / "r")]
+    )
+    assert reference.exit_code == 0, reference.output
+    expected = json.loads((tmp_path / "r").read_text())["metrics"]
+    assert json.loads(out.read_text())["metrics"] == pytest.approx(expected, abs=1e-6)
+    refused = runner.invoke(
+        app, [*args[:3], str(tmp_path / "q"), "--format", "torchscript", "--int8"]
+    )
+    assert refused.exit_code == 2 and "--int8 quantises ONNX graphs" in refused.output
+    (scripted / "model.pt").write_bytes(b"not an archive")
+    with pytest.raises(ExportError, match=r"ts/model\.pt: not a TorchScript archive"):
+        load(scripted)
+    bench = tmp_path / "bench.json"
+    measured = runner.invoke(
+        app,
+        [
+            *("benchmark", str(run), "--data", SHAPES, "--threads", "1", "--speed-images", "1"),
+            *("--formats", "torch,torchscript", "--out", str(bench)),
+        ],
+    )
+    assert measured.exit_code == 0, measured.output
+    rows = {row["format"]: row for row in json.loads(bench.read_text())["rows"]}
+    assert rows["torchscript"]["metrics"] == pytest.approx(rows["torch"]["metrics"], abs=1e-6)
+    assert rows["torchscript"]["file_mb"] > 0

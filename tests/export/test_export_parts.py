@@ -90,6 +90,21 @@ def test_mask_rcnn_exported_by_parts_predicts_like_the_model(tmp_path):
             for key, value in want.items():
                 assert have[key].shape == value.shape, (backend, key)
                 assert torch.allclose(have[key].float(), value.float(), atol=1e-3), (backend, key)
+    # TorchScript parts: traced from the same inputs, run by PyTorch, the same predictions
+    scripted = tmp_path / "scripted"
+    export_model(run, out=scripted, data=MASK_DATA, num_images=1, check=True, format="torchscript")
+    record = json.loads((scripted / "export.json").read_text())
+    assert {part["file"] for part in record["parts"].values()} == {
+        f"{path}.pt" for path in record["parts"]
+    }
+    scripted_model = load(scripted)
+    assert not list(scripted_model.parameters())
+    scripted_model.roi_heads.score_thresh = 0.0
+    with torch.no_grad():
+        got = scripted_model(images)
+    for want, have in zip(expected, got, strict=True):
+        for key, value in want.items():
+            assert torch.allclose(have[key].float(), value.float(), atol=1e-4), key
     # the exported folder through eval and predict (COCO results that pycocotools loads)
     evaluated = runner.invoke(
         app, ["eval", str(exported), "--data", MASK_DATA, "--out", str(tmp_path / "e.json")]

@@ -8,7 +8,8 @@
     structvision export zoo:fcn8s_shapes --out exported/fcn8s-int8 --int8   # and quantised
 
 An export folder holds ``model.onnx`` (``--format openvino``: OpenVINO's IR, ``model.xml`` and
-``model.bin``, converted from it) and ``export.json`` (the recipe, the trained model's
+``model.bin``, converted from it; ``--format torchscript``: a TorchScript archive ``model.pt``,
+traced from the same graph) and ``export.json`` (the recipe, the trained model's
 ``model_config``, the graph's inputs and outputs and the host-side settings, see
 :mod:`structvision.export.graphs`). It is accepted wherever a run or checkpoint is
 (``structvision eval``/``predict``, :func:`structvision.tasks.load_trained_model`), and
@@ -20,6 +21,11 @@ model and the exported file on the same images (one of them resized to another s
 where the family batches images of mixed sizes, a padded batch of two sizes), and reports the
 largest difference of every output. With ``check=True`` a difference beyond the tolerances
 (`ExportTolerance`) raises `ExportCheckError`.
+
+TorchScript (``torch.jit``) is deprecated in recent PyTorch releases in favour of
+``torch.export``, but it is still what libtorch's C++ ``torch::jit::load`` reads, which is what
+a C++ service without Python needs; the archive holds the graph and its weights, frozen, and
+the names of its inputs and outputs (``io.json``).
 
 ONNX export needs the ``deploy`` extra (``pip install "structvision[deploy]"``: ``onnx``,
 ``onnxscript``, ``onnxruntime``); a missing package is named in the error.
@@ -58,13 +64,18 @@ __all__ = [
     "require",
 ]
 
-#: Formats `export_model` writes: ONNX files (run by ONNX Runtime or OpenVINO), or OpenVINO's
-#: IR (``.xml`` and ``.bin``, converted from the ONNX files; run by OpenVINO).
-EXPORT_FORMATS = ("onnx", "openvino")
+#: Formats `export_model` writes: ONNX files (run by ONNX Runtime or OpenVINO), OpenVINO's IR
+#: (``.xml`` and ``.bin``, converted from the ONNX files; run by OpenVINO), or TorchScript
+#: archives (``.pt``; run by PyTorch, or libtorch in C++).
+EXPORT_FORMATS = ("onnx", "openvino", "torchscript")
 #: The file that describes an export folder.
 EXPORT_RECORD = "export.json"
 #: The ONNX file of an export folder.
 ONNX_FILE = "model.onnx"
+#: The TorchScript archive of a ``--format torchscript`` export folder.
+TORCHSCRIPT_FILE = "model.pt"
+#: The file inside a TorchScript archive that names its inputs and outputs.
+TORCHSCRIPT_IO = "io.json"
 #: Version of ``export.json``'s layout.
 EXPORT_RECORD_VERSION = 1
 
@@ -298,6 +309,31 @@ def _export_onnx(
             ) from error
 
 
+def export_torchscript(
+    module: torch.nn.Module,
+    inputs: tuple[Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    what: str,
+) -> None:
+    """Trace ``module`` on ``inputs``, freeze it and save it to ``path`` with the names of its
+    inputs and outputs (the archive's ``io.json``). Sizes stay dynamic: tracing records how
+    shapes are computed from the inputs' sizes (the export check runs another size)."""
+    chatter = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer warnings
+        try:
+            traced = torch.jit.freeze(torch.jit.trace(module.eval(), inputs, check_trace=False))
+            names = json.dumps({"inputs": input_names, "outputs": output_names})
+            torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_IO: names})
+        except Exception as error:  # the tracer raises many kinds; say what failed
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            raise ExportError(
+                f"TorchScript tracing of {what} failed: {type(error).__name__}: {first_line}"
+            ) from error
+
+
 def export_model(
     source: str | Path,
     *,
@@ -334,6 +370,11 @@ def export_model(
 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"--format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
+    if int8 and format == "torchscript":
+        raise ValueError(
+            "--int8 quantises ONNX graphs (for ONNX Runtime or OpenVINO); choose --format onnx "
+            "or openvino"
+        )
     if int8 and calibration_method not in CALIBRATION_METHODS:
         raise ValueError(
             f"--calibration-method must be one of {list(CALIBRATION_METHODS)}, "
@@ -387,23 +428,38 @@ def export_model(
         }
         if by_parts:  # two samples of different sizes: a padded batch of 2
             parts = export_parts(
-                model, [samples[0][0], samples[-1][0]], Path(scratch), paths_for(recipe.name)
+                model,
+                [samples[0][0], samples[-1][0]],
+                Path(scratch),
+                paths_for(recipe.name),
+                torchscript=format == "torchscript",
             )
             record |= {"kind": "parts", "parts": parts}
             files = [part["file"] for part in parts.values()]
         else:
             outputs = family.outputs(model)
-            _export_onnx(family.graph(model).eval(), family, outputs, Path(scratch) / ONNX_FILE)
+            file = TORCHSCRIPT_FILE if format == "torchscript" else ONNX_FILE
+            if format == "torchscript":
+                export_torchscript(
+                    family.graph(model),
+                    sample_graph_inputs(family, 2, 140, 204),
+                    Path(scratch) / file,
+                    list(family.inputs),
+                    list(outputs),
+                    f"the {family.name} graph",
+                )
+            else:
+                _export_onnx(family.graph(model).eval(), family, outputs, Path(scratch) / file)
             record |= {
                 "kind": "graph",
-                "file": ONNX_FILE,
+                "file": file,
                 "family": family.name,
                 "inputs": list(family.inputs),
                 "outputs": list(outputs),
                 "host": family.host(model),
                 "pads_batches": family.pads_batches,
             }
-            files = [ONNX_FILE]
+            files = [file]
         if format == "openvino" and not int8:  # checked as OpenVINO runs it
             files = _to_openvino(Path(scratch), record)
         seconds = time.perf_counter() - started
@@ -455,7 +511,7 @@ def export_model(
             )
             report.int8_differences = quantized.differences
             report.seconds = time.perf_counter() - started
-        for pattern in ("*.onnx", "*.xml", "*.bin"):  # an earlier export's files
+        for pattern in ("*.onnx", "*.xml", "*.bin", "*.pt"):  # an earlier export's files
             for stale in out.glob(pattern):
                 stale.unlink()
         for name in (*files, EXPORT_RECORD):  # the record last: it marks a complete export

@@ -11,7 +11,8 @@ images per second to PyTorch eager. ``onnx`` exports the model first (into ``exp
 a temporary folder), or takes an export folder given as the model itself; ``openvino`` runs
 the same ONNX file on OpenVINO's CPU plugin. ``int8`` exports an int8 model (ONNX Runtime's
 static quantisation calibrated on the model's training data, :mod:`structvision.export.quantize`)
-and runs it on ONNX Runtime; ``openvino-int8`` runs that one on OpenVINO.
+and runs it on ONNX Runtime; ``openvino-int8`` runs that one on OpenVINO. ``torchscript``
+exports a traced TorchScript archive and runs it with ``torch.jit.load``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 __all__ = ["BENCHMARK_FORMATS", "HEADLINE_METRICS", "BenchmarkRow", "benchmark"]
 
 #: Formats `benchmark` compares.
-BENCHMARK_FORMATS = ("torch", "onnx", "openvino", "int8", "openvino-int8")
+BENCHMARK_FORMATS = ("torch", "onnx", "openvino", "int8", "openvino-int8", "torchscript")
 
 #: The metric shown first for each recipe (the JSON holds every metric).
 HEADLINE_METRICS = {
@@ -115,9 +116,10 @@ def benchmark(
             f"{source} is an exported model; benchmark its run or checkpoint to compare with "
             "PyTorch, or pass --formats onnx"
         )
-    if exported_source and {"int8", "openvino-int8"} & set(formats):
+    if exported_source and {"int8", "openvino-int8", "torchscript"} & set(formats):
         raise ValueError(
-            f"{source} is an exported model; int8 models are made from a run or checkpoint"
+            f"{source} is an exported model; int8 and TorchScript models are made from a run or "
+            "checkpoint"
         )
     torch.set_num_threads(threads)
     recipe, trained, model_config = load_trained_model(source)
@@ -134,6 +136,12 @@ def benchmark(
             if name == "torch":
                 model = trained.cpu()
                 size = _weights_mb(source)
+            elif name == "torchscript":
+                folder = Path(export_dir or scratch) / "torchscript"
+                if not (folder / EXPORT_RECORD).is_file():
+                    export_model(source, out=folder, threads=threads, format="torchscript")
+                model = load_exported(folder, backend="torchscript", threads=threads)
+                size = sum(f.stat().st_size for f in folder.glob("*.pt")) / 1e6
             else:
                 int8 = name.endswith("int8")
                 if not int8 and (exported_source or exported is not None):

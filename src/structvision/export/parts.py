@@ -186,13 +186,19 @@ class _FlatPart(nn.Module):
 
 
 def export_parts(
-    model: nn.Module, images: list[Any], folder: Path, paths: tuple[str, ...] = PART_PATHS
+    model: nn.Module,
+    images: list[Any],
+    folder: Path,
+    paths: tuple[str, ...] = PART_PATHS,
+    *,
+    torchscript: bool = False,
 ) -> dict[str, dict]:
-    """Export each of the ``paths`` ``model`` has into ``folder`` (``PATH.onnx``); the record
-    of each."""
-    from structvision.export import ExportError, require_exporter
+    """Export each of the ``paths`` ``model`` has into ``folder`` (``PATH.onnx``, or with
+    ``torchscript`` a traced TorchScript archive ``PATH.pt``); the record of each."""
+    from structvision.export import ExportError, export_torchscript, require_exporter
 
-    require_exporter()
+    if not torchscript:
+        require_exporter()
     paths = part_paths(model, paths)
     captured = capture_part_inputs(model, paths, images)
     records = {}
@@ -205,7 +211,18 @@ def export_parts(
             _, out_spec = flatten(module(*unflatten(in_spec, list(inputs))))
         input_names = [f"input_{i}" for i in range(len(inputs))]
         output_names = [f"output_{i}" for i in range(len(flatten_leaves(out_spec)))]
-        file = folder / f"{path}.onnx"
+        records[path] = {
+            "file": f"{path}.{'pt' if torchscript else 'onnx'}",
+            "inputs": input_names,
+            "outputs": output_names,
+            "in_spec": in_spec,
+            "out_spec": out_spec,
+        }
+        file = folder / records[path]["file"]
+        if torchscript:
+            flat = _FlatPart(module, in_spec)
+            export_torchscript(flat, inputs, file, input_names, output_names, f"part {path}")
+            continue
         chatter = io.StringIO()
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
             warnings.simplefilter("ignore")
@@ -226,13 +243,6 @@ def export_parts(
                 raise ExportError(
                     f"torch.onnx.export of part {path} failed: {type(error).__name__}: {first_line}"
                 ) from error
-        records[path] = {
-            "file": file.name,
-            "inputs": input_names,
-            "outputs": output_names,
-            "in_spec": in_spec,
-            "out_spec": out_spec,
-        }
     return records
 
 
