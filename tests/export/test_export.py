@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,6 +199,30 @@ def test_a_failed_check_leaves_an_earlier_export_untouched(fcn, tmp_path, monkey
     with pytest.raises(ExportCheckError, match=r"semantic_logits.*nothing was written"):
         export_model(run, out=copy, data=SHAPES, num_images=1, check=True, tolerance=strict)
     assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+    # killed between renaming the old export aside and the new one into place: the old one is
+    # whole in its hidden folder, never mixed with the new one, and no scratch folder is left
+    real_replace = structvision.export.os.replace
+
+    def killed_at_the_second_rename(source, target):
+        if Path(target) == copy:
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(structvision.export.os, "replace", killed_at_the_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(run, out=copy, data=SHAPES, num_images=1)
+    monkeypatch.setattr(structvision.export.os, "replace", real_replace)
+    assert not copy.exists()
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert aside.name.startswith(".exported.old-")
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == before
+    # an export that completes replaces the folder as a whole, leaving nothing beside it
+    shutil.copytree(aside, copy)
+    shutil.rmtree(aside)
+    export_model(run, out=copy, data=SHAPES, num_images=1)
+    assert sorted(p.name for p in copy.iterdir()) == ["export.json", "model.onnx"]
+    assert b"another export" in (copy / "model.onnx").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
     # a folder that is not an export is refused before anything is done
     other = tmp_path / "results"
     other.mkdir()

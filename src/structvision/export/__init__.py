@@ -37,8 +37,10 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,8 +357,11 @@ def export_model(
     ``data`` (a SPEC; default: the family's built-in generator, `DEFAULT_CHECK_DATA`) gives
     the ``num_images`` validation samples the comparison runs on. ``check=True`` raises
     `ExportCheckError` when an output differs beyond ``tolerance``. An existing export in
-    ``out`` is replaced only once the new one is complete; a folder that holds anything else
-    is refused.
+    ``out`` is replaced only once the new one is complete, by swapping folders: the new export
+    is written into a hidden sibling folder, the old one is renamed aside, the new one renamed
+    into place, then the old one deleted (a process killed between the two renames leaves the
+    old export in ``.NAME.old-*`` beside ``out``, never a mix of both); a folder that holds
+    anything else is refused.
 
     ``int8=True`` then quantises the checked float graphs (:mod:`structvision.export.quantize`),
     calibrated on ``calibration_images`` training samples of ``calibration_data`` (default:
@@ -414,9 +419,9 @@ def export_model(
             split="train",
             option="--calibration-data",
         )
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as scratch:
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.export-") as scratch:
         record = {
             "version": EXPORT_RECORD_VERSION,
             "format": format,
@@ -511,12 +516,24 @@ def export_model(
             )
             report.int8_differences = quantized.differences
             report.seconds = time.perf_counter() - started
-        for pattern in ("*.onnx", "*.xml", "*.bin", "*.pt"):  # an earlier export's files
-            for stale in out.glob(pattern):
-                stale.unlink()
-        for name in (*files, EXPORT_RECORD):  # the record last: it marks a complete export
-            os.replace(Path(scratch) / name, out / name)
+        kept = {*files, EXPORT_RECORD}
+        for leftover in Path(scratch).iterdir():  # the quantiser's or converter's own files
+            if leftover.name not in kept:
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        _swap_into_place(Path(scratch), out)
     return report
+
+
+def _swap_into_place(new: Path, out: Path) -> None:
+    """Put the complete export folder ``new`` at ``out`` (``export_model``'s docstring)."""
+    aside = None
+    if out.exists():
+        aside = out.with_name(f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.replace(out, aside)
+    os.replace(new, out)
+    new.mkdir()  # for the TemporaryDirectory that made it to remove
+    if aside is not None:
+        shutil.rmtree(aside)
 
 
 def _to_openvino(folder: Path, record: dict) -> list[str]:
