@@ -138,6 +138,8 @@ MODEL_OPTION_HELP = {
     "as torchvision does (torchvision)",
     "keypoint_rescoring": "rank detections by box score times pose confidence (true/false)",
     "keypoint_subpixel": "refine each keypoint between pixels at its heatmap peak (true/false)",
+    "keypoint_target_sigma": "train on Gaussian heatmap targets of this width in cells, centred "
+    "exactly on each keypoint (0: one-hot cells, torchvision's)",
     "keypoint_sigmas": "OKS sigmas stored with the model (for a new keypoint layout)",
     "trainable_upsampling": "FCN: learn the upsampling deconvolutions (else fixed bilinear)",
     "crf_loss_weight": "FCN: weight of the dense-CRF regularised loss (scribble training)",
