@@ -5,7 +5,8 @@ depth and flow) through `structvision.export.benchmark.benchmark` (what ``struct
 benchmark`` prints). Rows ``resnet50``: torchvision's ``fasterrcnn_resnet50_fpn`` and
 ``maskrcnn_resnet50_fpn`` architectures (random weights: speed only) at 800 px, converted to
 ours and saved as checkpoints, timed as torchvision eager, ours eager and ours on ONNX Runtime
-(and, with ``--int8``, ours quantised to int8 on ONNX Runtime, calibrated on ``shapes`` images).
+(and, with ``--int8``, ours quantised to int8 on ONNX Runtime, calibrated on ``shapes`` images;
+with ``--torchscript``, ours traced to TorchScript).
 
     python benchmarks/bench_export.py --rows zoo --threads 1 --out runs/bench_export
     python benchmarks/bench_export.py --rows resnet50 --threads 2 --out runs/bench_export
@@ -121,15 +122,19 @@ def _resnet50_rows(args: argparse.Namespace) -> dict:
                 calibration_images=args.calibration_images,
             )
             times["int8"] = _ms(load(quantised, threads=args.threads), images, args.rounds)
+        if args.torchscript:
+            scripted = args.out / f"{name}_torchscript"
+            export_model(checkpoint, out=scripted, threads=args.threads, format="torchscript")
+            times["torchscript"] = _ms(load(scripted, threads=args.threads), images, args.rounds)
         results[name] = {
             "image": "640x480 (resized to 800x1066 by the model)",
             "ms_per_image": {k: round(v, 1) for k, v in times.items()},
             "onnx_over_torchvision": round(times["torchvision"] / times["onnx"], 3),
-            **(
-                {"int8_over_torchvision": round(times["torchvision"] / times["int8"], 3)}
-                if "int8" in times
-                else {}
-            ),
+            **{
+                f"{kind}_over_torchvision": round(times["torchvision"] / times[kind], 3)
+                for kind in ("int8", "torchscript")
+                if kind in times
+            },
             "ours_over_torchvision": round(times["torchvision"] / times["ours"], 3),
             "onnx_mb": round(report.file_bytes / 1e6, 1),
             "largest_differences (random weights)": report.differences,
@@ -150,6 +155,9 @@ def main() -> None:
         "--formats", default="torch,onnx,openvino", help="zoo: structvision benchmark's formats"
     )
     parser.add_argument("--int8", action="store_true", help="resnet50: also time int8")
+    parser.add_argument(
+        "--torchscript", action="store_true", help="resnet50: also time a TorchScript export"
+    )
     parser.add_argument(
         "--calibration-images", type=int, default=16, help="resnet50 --int8: calibration images"
     )

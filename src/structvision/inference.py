@@ -79,11 +79,20 @@ def _read_record(path: Path) -> tuple[Path, dict[str, Any]]:
 
 
 class _OnnxRuntime:
-    """An ONNX Runtime session on the CPU (or CUDA when its provider is installed)."""
+    """An ONNX Runtime session on the CPU (or CUDA when its provider is installed).
+
+    Its worker threads sleep when a run ends instead of spinning: ONNX Runtime's default spin
+    keeps every core busy for a while after each run, which starves the PyTorch code that runs
+    between the calls (an R-CNN's host steps between its parts, the normalisation and decoding
+    around a graph). Measured on this 2-core CPU with 2 threads: Faster R-CNN by parts 209 ->
+    60 ms per image, FCN-8s 8.1 -> 5.1 ms (BENCHMARKS.md).
+    """
 
     def __init__(self, path: Path, threads: int | None) -> None:
         ort = require("onnxruntime")
         options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
