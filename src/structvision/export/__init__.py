@@ -421,7 +421,10 @@ def export_model(
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.export-") as scratch:
+    # the scratch folder becomes the export (renamed into place), so it may be gone at the end
+    with tempfile.TemporaryDirectory(
+        dir=out.parent, prefix=f".{out.name}.export-", ignore_cleanup_errors=True
+    ) as scratch:
         record = {
             "version": EXPORT_RECORD_VERSION,
             "format": format,
@@ -531,7 +534,6 @@ def _swap_into_place(new: Path, out: Path) -> None:
         aside = out.with_name(f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         os.replace(out, aside)
     os.replace(new, out)
-    new.mkdir()  # for the TemporaryDirectory that made it to remove
     if aside is not None:
         shutil.rmtree(aside)
 
