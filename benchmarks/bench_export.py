@@ -5,21 +5,24 @@ depth and flow) through `structvision.export.benchmark.benchmark` (what ``struct
 benchmark`` prints). Rows ``resnet50``: torchvision's ``fasterrcnn_resnet50_fpn`` and
 ``maskrcnn_resnet50_fpn`` architectures (random weights: speed only) at 800 px, converted to
 ours and saved as checkpoints, timed as torchvision eager, ours eager and ours on ONNX Runtime
-(and, with ``--int8``, ours quantised to int8 on ONNX Runtime, calibrated on ``shapes`` images;
-with ``--torchscript``, ours traced to TorchScript).
+(and, with ``--openvino``, the same ONNX graphs on OpenVINO; with ``--int8``, ours quantised to
+int8 on ONNX Runtime, calibrated on ``shapes`` images; with ``--torchscript``, ours traced to
+TorchScript). All of them are loaded first and then timed in alternating rounds
+(`structvision.export.benchmark.alternating_milliseconds`), each keeping its best round, so
+that a change of load on a shared machine falls on every format alike.
 
     python benchmarks/bench_export.py --rows zoo --threads 1 --out runs/bench_export
     python benchmarks/bench_export.py --rows resnet50 --threads 2 --out runs/bench_export
     python benchmarks/bench_export.py --rows zoo --formats torch,onnx,int8,openvino-int8 \
         --models fcn8s_shapes,faster_rcnn_shapes,mask_rcnn_shapes --out runs/bench_export_int8
     python benchmarks/bench_export.py --rows resnet50 --int8 --out runs/bench_export_int8
+    python benchmarks/bench_export.py --rows resnet50 --openvino --int8 --rounds 3 --images 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -56,22 +59,13 @@ def _zoo_rows(args: argparse.Namespace) -> dict:
     return results
 
 
-@torch.no_grad()
-def _ms(model, images, rounds: int) -> float:
-    model(images[:1])  # warm-up
-    started = time.perf_counter()
-    for _ in range(rounds):
-        for image in images:
-            model([image])
-    return 1000 * (time.perf_counter() - started) / (rounds * len(images))
-
-
 def _resnet50_rows(args: argparse.Namespace) -> dict:
     import torchvision
 
     from structvision.convert import from_torchvision
     from structvision.engine.checkpoint import save_state_dict
     from structvision.export import export_model
+    from structvision.export.benchmark import alternating_milliseconds
     from structvision.inference import load
     from structvision.tasks import load_trained_model
 
@@ -106,12 +100,13 @@ def _resnet50_rows(args: argparse.Namespace) -> dict:
         # no --check: with random weights every score is about 1/91, so float rounding
         # reorders detections; the trained models' rows check the outputs
         report = export_model(checkpoint, out=exported, threads=args.threads)
-        onnx = load(exported, threads=args.threads)
-        times = {
-            "torchvision": _ms(theirs, images, args.rounds),
-            "ours": _ms(ours, images, args.rounds),
-            "onnx": _ms(onnx, images, args.rounds),
+        models = {
+            "torchvision": theirs,
+            "ours": ours,
+            "onnx": load(exported, threads=args.threads),
         }
+        if args.openvino:
+            models["openvino"] = load(exported, backend="openvino", threads=args.threads)
         if args.int8:
             quantised = args.out / f"{name}_int8"
             export_model(
@@ -121,21 +116,22 @@ def _resnet50_rows(args: argparse.Namespace) -> dict:
                 int8=True,
                 calibration_images=args.calibration_images,
             )
-            times["int8"] = _ms(load(quantised, threads=args.threads), images, args.rounds)
+            models["int8"] = load(quantised, threads=args.threads)
         if args.torchscript:
             scripted = args.out / f"{name}_torchscript"
             export_model(checkpoint, out=scripted, threads=args.threads, format="torchscript")
-            times["torchscript"] = _ms(load(scripted, threads=args.threads), images, args.rounds)
+            models["torchscript"] = load(scripted, threads=args.threads)
+        rounds = alternating_milliseconds(models, images, args.rounds)
+        times = {kind: min(values) for kind, values in rounds.items()}  # each one's best round
         results[name] = {
             "image": "640x480 (resized to 800x1066 by the model)",
             "ms_per_image": {k: round(v, 1) for k, v in times.items()},
-            "onnx_over_torchvision": round(times["torchvision"] / times["onnx"], 3),
+            "ms_per_image_each_round": {k: [round(v, 1) for v in vs] for k, vs in rounds.items()},
             **{
                 f"{kind}_over_torchvision": round(times["torchvision"] / times[kind], 3)
-                for kind in ("int8", "torchscript")
-                if kind in times
+                for kind in times
+                if kind != "torchvision"
             },
-            "ours_over_torchvision": round(times["torchvision"] / times["ours"], 3),
             "onnx_mb": round(report.file_bytes / 1e6, 1),
             "largest_differences (random weights)": report.differences,
         }
@@ -155,6 +151,9 @@ def main() -> None:
         "--formats", default="torch,onnx,openvino", help="zoo: structvision benchmark's formats"
     )
     parser.add_argument("--int8", action="store_true", help="resnet50: also time int8")
+    parser.add_argument(
+        "--openvino", action="store_true", help="resnet50: also time the ONNX graphs on OpenVINO"
+    )
     parser.add_argument(
         "--torchscript", action="store_true", help="resnet50: also time a TorchScript export"
     )

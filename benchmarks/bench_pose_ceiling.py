@@ -21,7 +21,10 @@ the image size. With ``--run``, also a trained keypoint model's own error on the
 its detections matched to the figures (box IoU >= 0.5, best score first), and for each visible
 keypoint of a matched figure the distance in image pixels, the fraction within the OKS
 half-distance, and how often the keypoint lies nearer the figure's mirror joint (a left/right
-confusion).
+confusion); and the model's keypoint AP when its keypoint branch is given the true boxes
+instead of its own detections (a perfect box stage), with every box scored 1 and with the
+model's own pose confidence as the score, which separates the box stage's share of the missing
+AP from the keypoint branch's.
 
     python benchmarks/bench_pose_ceiling.py                     # 500 images, default generator
     python benchmarks/bench_pose_ceiling.py --run zoo:keypoint_rcnn_shapes
@@ -82,12 +85,50 @@ def _oracle(dataset, targets, place, boxes_of=lambda t: t["boxes"]) -> float:
         return evaluator.compute()["keypoints/AP"]
 
 
+def _model_on_true_boxes(model, dataset, targets) -> dict[str, float]:
+    """Keypoint AP of the model's keypoint branch on the true boxes (a perfect box stage)."""
+    device = next(model.parameters()).device
+    scored, unit = [], []
+    with torch.no_grad():
+        for index, target in enumerate(targets):
+            image = dataset[index][0].to(device)
+            truth = {"boxes": target["boxes"].float().to(device)}
+            batch, (resized,) = model.transform([image], [truth])
+            features = model.backbone(batch.tensors)
+            boxes = resized["boxes"]
+            detections = [
+                {
+                    "boxes": boxes,
+                    "labels": target["labels"].to(device),
+                    "scores": torch.ones(len(boxes), device=device),
+                }
+            ]
+            detections = model._predict_keypoints(features, batch.image_sizes, detections)
+            size = (int(image.shape[-2]), int(image.shape[-1]))
+            (result,) = model.transform.postprocess(detections, batch.image_sizes, [size])
+            result = {k: v.cpu() for k, v in result.items()}
+            scored.append(result)
+            unit.append({**result, "scores": torch.ones(len(result["scores"]))})
+    aps = {}
+    for name, predictions in (("pose_confidence", scored), ("score_1", unit)):
+        evaluator = keypoint_evaluator(dataset)
+        evaluator.update(targets, predictions)
+        with contextlib.redirect_stdout(io.StringIO()):
+            metrics = evaluator.compute()
+        aps[name] = {
+            k: round(metrics[k], 4) for k in ("keypoints/AP", "keypoints/AP50", "keypoints/AP75")
+        }
+    return aps
+
+
 def _model_errors(run: str, dataset, targets, half_distances: list[np.ndarray]) -> dict:
-    """Pixel errors of a trained model's keypoints on the figures it detects."""
+    """Pixel errors of a trained model's keypoints on the figures it detects, and its keypoint
+    AP on the true boxes."""
     from structvision.structures import box_iou
     from structvision.tasks.run import load_trained_model
 
     _, model, _ = load_trained_model(run)
+    true_boxes = _model_on_true_boxes(model, dataset, targets)
     device = next(model.parameters()).device
     flip = list(FLIP_INDEX)
     distances, swapped, within, matched = [], [], [], 0
@@ -127,6 +168,7 @@ def _model_errors(run: str, dataset, targets, half_distances: list[np.ndarray]) 
         "error_px": {f"p{q}": round(float(np.percentile(errors, q)), 2) for q in (25, 50, 75, 90)},
         "within_oks_half_distance": round(float(np.mean(within)), 4),
         "left_right_swapped": round(float(np.mean(swapped)), 4),
+        "keypoints_on_true_boxes": true_boxes,
     }
 
 

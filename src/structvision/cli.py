@@ -725,6 +725,14 @@ def benchmark(
     speed_images: Annotated[
         int, typer.Option("--speed-images", min=1, help="Images the speed is timed on.")
     ] = 10,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            "--rounds",
+            min=1,
+            help="Timing rounds; the formats take turns in each, and each keeps its fastest.",
+        ),
+    ] = 3,
     out: Annotated[
         Path | None, typer.Option("--out", help="Where to write the rows as JSON (optional).")
     ] = None,
@@ -733,7 +741,8 @@ def benchmark(
         typer.Option("--export", help="An export folder of this model to time (default: export)."),
     ] = None,
 ) -> None:
-    """Each format's file size, metric and milliseconds per image, against PyTorch eager."""
+    """Each format's file size, metric and milliseconds per image, against PyTorch eager
+    (formats timed in alternating rounds, so that a change of load hits them all alike)."""
     from structvision.engine.files import write_json_atomic
     from structvision.export.benchmark import benchmark as run_benchmark
 
@@ -744,6 +753,7 @@ def benchmark(
             formats=tuple(name.strip() for name in formats.split(",") if name.strip()),
             threads=threads,
             speed_images=speed_images,
+            rounds=rounds,
             exported=exported,
         )
     except _model_errors() as error:

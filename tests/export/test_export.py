@@ -79,6 +79,9 @@ def test_fcn_export_matches_the_model_on_mixed_sizes(fcn, backend):
     if backend == "onnxruntime":  # its threads sleep between runs (host code runs between)
         options = onnx_model.runtime.session.get_session_options()
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    else:  # float32 even where the CPU has bfloat16 instructions (OpenVINO's default there)
+        precision = onnx_model.runtime.compiled.get_property("INFERENCE_PRECISION_HINT")
+        assert precision == pytest.importorskip("openvino").Type.f32, precision
     generator = torch.Generator().manual_seed(3)
     # sizes the export never saw, in one padded batch (and a single image of a third size)
     images = [
@@ -293,10 +296,44 @@ def test_benchmark_measures_each_format(fcn, tmp_path):
     assert rows["torch"]["speedup"] == 1.0
     ratio = rows["onnx"]["images_per_second"] / rows["torch"]["images_per_second"]
     assert rows["onnx"]["speedup"] == pytest.approx(ratio, rel=0.01)
+    for row in rows.values():  # the default three rounds, the fastest reported
+        assert len(row["ms_rounds"]) == 3
+        assert row["ms_per_image"] == pytest.approx(min(row["ms_rounds"]), abs=0.01)
     refused = runner.invoke(app, ["benchmark", str(exported), "--data", SHAPES])
     assert refused.exit_code == 2 and "--formats onnx" in refused.output
     refused = runner.invoke(app, ["benchmark", str(run), "--data", SHAPES, "--formats", "tflite"])
     assert refused.exit_code == 2 and "choose from" in refused.output
+    twice = ["--formats", "torch,onnx,torch"]
+    refused = runner.invoke(app, ["benchmark", str(run), "--data", SHAPES, *twice])
+    assert refused.exit_code == 2 and "each format once" in refused.output
+
+
+def test_benchmark_formats_take_turns_in_each_round():
+    """Every format is warmed up, then timed once per round, the order rotated each round;
+    the times come from the clock around each format's own pass."""
+    from structvision.export.benchmark import alternating_milliseconds
+
+    calls, now = [], [0.0]
+
+    def model(name, seconds_per_image):
+        def call(batch):
+            calls.append(name)
+            now[0] += seconds_per_image * len(batch)
+
+        return call
+
+    models = {"a": model("a", 0.010), "b": model("b", 0.020), "c": model("c", 0.005)}
+    timings = alternating_milliseconds(models, [0, 1], rounds=3, clock=lambda: now[0])
+    passes = calls[6:][::2]  # after the warm-up (3 models x 2 inputs), one name per pass
+    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]
+    assert passes == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert timings == {
+        "a": pytest.approx([10.0] * 3),
+        "b": pytest.approx([20.0] * 3),
+        "c": pytest.approx([5.0] * 3),
+    }
+    with pytest.raises(ValueError, match="at least one round"):
+        alternating_milliseconds(models, [0], rounds=0)
 
 
 def test_an_old_torch_is_named(monkeypatch):

@@ -5,9 +5,12 @@ data set and its speed — in one table.
     rows = benchmark("zoo:fcn8s_shapes", data="shapes:num_images=100", formats=("torch", "onnx"))
 
 Per format: the recipe's metrics on ``data`` (every image), then the milliseconds per image
-on the first ``speed_images`` of them, one image per call, after a warm-up, at ``threads``
-threads (PyTorch's intra-op threads, ONNX Runtime's intra-op threads), and the ratio of
-images per second to PyTorch eager. ``onnx`` exports the model first (into ``export_dir``, or
+on the first ``speed_images`` of them, one image per call, at ``threads`` threads (PyTorch's
+intra-op threads, ONNX Runtime's intra-op threads), and the ratio of images per second to
+PyTorch eager. The formats are timed in alternating rounds, each format's pass over the images
+in turn, the order rotated every round, and each keeps its fastest round: a change of load on
+a shared machine then hits every format alike instead of whichever was being timed, so the
+ratios hold (timed one after another, the same command moved them by a third here). ``onnx`` exports the model first (into ``export_dir``, or
 a temporary folder), or takes an export folder given as the model itself; ``openvino`` runs
 the same ONNX file on OpenVINO's CPU plugin. ``int8`` exports an int8 model (ONNX Runtime's
 static quantisation calibrated on the model's training data, :mod:`structvision.export.quantize`)
@@ -25,7 +28,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["BENCHMARK_FORMATS", "HEADLINE_METRICS", "BenchmarkRow", "benchmark"]
+__all__ = [
+    "BENCHMARK_FORMATS",
+    "HEADLINE_METRICS",
+    "BenchmarkRow",
+    "alternating_milliseconds",
+    "benchmark",
+]
 
 #: Formats `benchmark` compares.
 BENCHMARK_FORMATS = ("torch", "onnx", "openvino", "int8", "openvino-int8", "torchscript")
@@ -61,6 +70,8 @@ class BenchmarkRow:
     speedup: float | None
     threads: int
     metrics: dict[str, float]
+    #: milliseconds per image of every timing round (``ms_per_image`` is the fastest)
+    ms_rounds: list[float]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,16 +86,28 @@ def _weights_mb(source: str | Path) -> float:
 
 
 @torch.no_grad()
-def _milliseconds(model: Any, inputs: list[Any], rounds: int) -> float:
-    """Mean milliseconds of ``model([input])`` over ``inputs``, ``rounds`` times each, after
-    one warm-up call per input."""
-    for given in inputs:
-        model([given])
-    started = time.perf_counter()
-    for _ in range(rounds):
+def alternating_milliseconds(
+    models: dict[str, Any], inputs: list[Any], rounds: int, clock=time.perf_counter
+) -> dict[str, list[float]]:
+    """Milliseconds per image of each of ``models`` (``model([input])`` over ``inputs``) in
+    every one of ``rounds`` rounds, after one warm-up call per model and input. In each round
+    every model runs its pass in turn, starting one model later than the round before, so
+    that a change of machine load falls on all of them alike."""
+    if rounds < 1 or not inputs:
+        raise ValueError(f"need at least one round and one input, got {rounds} and {len(inputs)}")
+    names = list(models)
+    for name in names:
         for given in inputs:
-            model([given])
-    return 1000 * (time.perf_counter() - started) / (rounds * len(inputs))
+            models[name]([given])
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        start = round_index % len(names)
+        for name in names[start:] + names[:start]:
+            started = clock()
+            for given in inputs:
+                models[name]([given])
+            timings[name].append(1000 * (clock() - started) / len(inputs))
+    return timings
 
 
 def benchmark(
@@ -98,8 +121,9 @@ def benchmark(
     export_dir: str | Path | None = None,
     exported: str | Path | None = None,
 ) -> list[BenchmarkRow]:
-    """Measure the model of ``source`` in each of ``formats`` (module docstring); ``exported``
-    (an export folder of the same model) is used for ``onnx`` instead of exporting again."""
+    """Measure the model of ``source`` in each of ``formats`` (module docstring), timed in
+    ``rounds`` alternating rounds; ``exported`` (an export folder of the same model) is used
+    for ``onnx`` instead of exporting again."""
     from structvision.data.spec import build_dataset
     from structvision.engine import evaluate
     from structvision.export import EXPORT_RECORD, export_model
@@ -110,6 +134,8 @@ def benchmark(
     unknown = [name for name in formats if name not in BENCHMARK_FORMATS]
     if unknown or not formats:
         raise ValueError(f"--formats: choose from {list(BENCHMARK_FORMATS)}, got {list(formats)}")
+    if len(set(formats)) < len(formats):
+        raise ValueError(f"--formats: each format once, got {list(formats)}")
     exported_source = not str(source).startswith("zoo:") and is_export(source)
     if exported_source and "torch" in formats:
         raise ValueError(
@@ -130,7 +156,7 @@ def benchmark(
         for image, target in samples
     ]
     headline = HEADLINE_METRICS.get(recipe.name)
-    rows: list[BenchmarkRow] = []
+    measured: dict[str, tuple[Any, float, dict]] = {}  # format -> (model, file MB, metrics)
     with tempfile.TemporaryDirectory(prefix="structvision-benchmark-") as scratch:
         for name in formats:
             if name == "torch":
@@ -158,21 +184,28 @@ def benchmark(
             metrics = evaluate(
                 model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
             )
-            milliseconds = _milliseconds(model, inputs, rounds)
-            key = headline if headline in metrics else next(iter(metrics))
-            rows.append(
-                BenchmarkRow(
-                    format=name,
-                    file_mb=round(size, 2),
-                    metric=key,
-                    value=float(metrics[key]),
-                    ms_per_image=round(milliseconds, 2),
-                    images_per_second=round(1000 / milliseconds, 2),
-                    speedup=None,
-                    threads=threads,
-                    metrics={k: float(v) for k, v in metrics.items()},
-                )
+            measured[name] = (model, size, metrics)
+        timings = alternating_milliseconds(
+            {name: model for name, (model, _, _) in measured.items()}, inputs, rounds
+        )
+    rows: list[BenchmarkRow] = []
+    for name, (_, size, metrics) in measured.items():
+        milliseconds = min(timings[name])
+        key = headline if headline in metrics else next(iter(metrics))
+        rows.append(
+            BenchmarkRow(
+                format=name,
+                file_mb=round(size, 2),
+                metric=key,
+                value=float(metrics[key]),
+                ms_per_image=round(milliseconds, 2),
+                images_per_second=round(1000 / milliseconds, 2),
+                speedup=None,
+                threads=threads,
+                metrics={k: float(v) for k, v in metrics.items()},
+                ms_rounds=[round(value, 2) for value in timings[name]],
             )
+        )
     base = next((row for row in rows if row.format == "torch"), None)
     for row in rows:
         if base is not None:
