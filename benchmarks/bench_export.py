@@ -6,7 +6,7 @@ benchmark`` prints). Rows ``resnet50``: torchvision's ``fasterrcnn_resnet50_fpn`
 ``maskrcnn_resnet50_fpn`` architectures (random weights: speed only) at 800 px, converted to
 ours and saved as checkpoints, timed as torchvision eager, ours eager and ours on ONNX Runtime
 (and, with ``--openvino``, the same ONNX graphs on OpenVINO; with ``--int8``, ours quantised to
-int8 on ONNX Runtime, calibrated on ``shapes`` images; with ``--torchscript``, ours traced to
+int8 on ONNX Runtime, calibrated on ``shapes`` images, and on OpenVINO too with both; with ``--torchscript``, ours traced to
 TorchScript). All of them are loaded first and then timed in alternating rounds
 (`structvision.export.benchmark.alternating_milliseconds`), each keeping its best round, so
 that a change of load on a shared machine falls on every format alike.
@@ -117,6 +117,8 @@ def _resnet50_rows(args: argparse.Namespace) -> dict:
                 calibration_images=args.calibration_images,
             )
             models["int8"] = load(quantised, threads=args.threads)
+            if args.openvino:
+                models["openvino-int8"] = load(quantised, backend="openvino", threads=args.threads)
         if args.torchscript:
             scripted = args.out / f"{name}_torchscript"
             export_model(checkpoint, out=scripted, threads=args.threads, format="torchscript")

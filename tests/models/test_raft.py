@@ -3,6 +3,8 @@ size, both calling conventions, the sequence loss by hand, and overfitting one p
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torchvision
@@ -67,6 +69,28 @@ def test_any_size_and_both_calling_conventions():
         model(first)
     with pytest.raises(ValueError, match="too small"):
         model(*_frames(64, 64))
+
+
+def test_a_traced_raft_follows_the_input_size():
+    """Traced at one size (as TorchScript and ONNX export trace it), the model gives the eager
+    flows at another: the lookup's grid arithmetic keeps the sizes symbolic while tracing
+    (the eager shortcut makes a tensor of them, which a trace would freeze)."""
+
+    class Final(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.raft = raft_small(num_updates=2).eval()
+
+        def forward(self, first, second):
+            return self.raft.flows(first, second, 2, every_step=False)[-1]
+
+    torch.manual_seed(0)
+    final = Final().eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's warnings about Python values
+        traced = torch.jit.trace(final, _frames(128, 128), check_trace=False)
+        first, second = _frames(128, 192, seed=3)
+        assert (traced(first, second) - final(first, second)).abs().max() < 1e-4
 
 
 def test_sequence_loss_by_hand():

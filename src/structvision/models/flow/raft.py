@@ -216,24 +216,40 @@ class CorrelationPyramid(nn.Module):
         """``coords (B, 2, h, w)`` positions in frame 2 (pixels of the 1/8 grid) ->
         ``(B, out_channels, h, w)`` correlation features."""
         batch, _, height, width = coords.shape
+        rows = self.lookup_rows(pyramid, coords).view(batch, height, width, self.out_channels)
+        return rows.permute(0, 3, 1, 2).contiguous()
+
+    def lookup_rows(self, pyramid: list[Tensor], coords: Tensor) -> Tensor:
+        """:meth:`lookup` as ``(B * h * w, out_channels)``, a row per pixel (pixels in
+        ``(batch, row, column)`` order): the layout the lookup produces, which a 1x1
+        convolution reads as one matrix product without a transposed copy."""
+        batch, _, height, width = coords.shape
         side = 2 * self.radius + 1
         steps = torch.linspace(-self.radius, self.radius, side, device=coords.device)
         offsets = torch.stack(torch.meshgrid(steps, steps, indexing="ij"), dim=-1)  # (s, s, 2)
         centres = coords.permute(0, 2, 3, 1).reshape(batch * height * width, 1, 1, 2)
         sampled = []
+        offsets = offsets.to(centres.dtype)
+        symbolic = _tracing()
         for level, volume in enumerate(pyramid):
-            points = centres / 2**level + offsets.to(centres.dtype)  # (N, s, s, 2) as (x, y)
+            # grid_sample's coordinates 2 p / (size - 1) - 1 (x, y) of the points
+            # p = centre / 2^level + offset
             size_y, size_x = volume.shape[-2:]
-            grid = torch.stack(
-                [
-                    2 * points[..., 0] / (size_x - 1) - 1,
-                    2 * points[..., 1] / max(size_y - 1, 1) - 1,
-                ],
-                dim=-1,
-            )
+            if symbolic:  # the sizes stay symbols of the traced graph
+                points = centres / 2**level + offsets  # (N, s, s, 2) as (x, y)
+                grid = torch.stack(
+                    [
+                        2 * points[..., 0] / (size_x - 1) - 1,
+                        2 * points[..., 1] / max(size_y - 1, 1) - 1,
+                    ],
+                    dim=-1,
+                )
+            else:  # the same as one multiply-add per level (new_tensor fixes the sizes)
+                extent = centres.new_tensor([max(size_x - 1, 1), max(size_y - 1, 1)])
+                grid = torch.addcmul(2 * offsets / extent - 1, centres, 2 / (2**level * extent))
             values = F.grid_sample(volume, grid, mode="bilinear", align_corners=True)
-            sampled.append(values.view(batch, height, width, side * side))
-        return torch.cat(sampled, dim=-1).permute(0, 3, 1, 2).contiguous()
+            sampled.append(values.view(batch * height * width, side * side))
+        return torch.cat(sampled, dim=-1)
 
 
 class MotionEncoder(nn.Module):
@@ -268,6 +284,50 @@ class MotionEncoder(nn.Module):
         motion = self.convflow2(self.convflow1(flow))
         return torch.cat([self.conv(torch.cat([corr, motion], dim=1)), flow], dim=1)
 
+    def features(self, flow: Tensor, correlation_rows: Tensor) -> Tensor:
+        """:meth:`forward` without the flow appended (its first ``out_channels - 2``
+        channels), from :meth:`CorrelationPyramid.lookup_rows`: the first correlation layer
+        (1x1) is one matrix product over the rows, and the flow's 7x7 layer, whose input has
+        only two channels, a product with the flow's unfolded neighbourhoods (both far faster
+        on a CPU than the convolution kernels at these shapes; the same sums)."""
+        batch, _, height, width = flow.shape
+        first = self.convcorr1[0]
+        corr = torch.addmm(first.bias, correlation_rows, first.weight.flatten(1).t())
+        corr = corr.view(batch, height, width, -1).permute(0, 3, 1, 2)
+        corr = self.convcorr2(self.convcorr1[1:](corr))
+        convflow = self.convflow1[0]
+        motion = self.convflow1[1:](
+            _few_channel_conv(flow, convflow.weight, convflow.bias, convflow.padding)
+        )
+        motion = self.convflow2(motion)
+        return self.conv(torch.cat([corr, motion], dim=1))
+
+
+def _tracing() -> bool:
+    """Whether the model is being traced for export (``torch.export``, ``torch.jit.trace``)
+    or compiled, where shapes are symbols that a tensor made from them would fix."""
+    compiler = getattr(torch, "compiler", None)
+    exporting = getattr(compiler, "is_exporting", None)
+    compiling = getattr(compiler, "is_compiling", None)
+    return bool(
+        torch.jit.is_tracing()
+        or (exporting is not None and exporting())
+        or (compiling is not None and compiling())
+    )
+
+
+def _few_channel_conv(x: Tensor, weight: Tensor, bias: Tensor | None, padding: Any) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1) as a matrix product with
+    ``x``'s unfolded neighbourhoods: for inputs of a few channels (RAFT's flow), where the CPU
+    convolution kernels are slow."""
+    batch, _, height, width = x.shape
+    out_channels, _, kernel_h, kernel_w = weight.shape
+    columns = F.unfold(x, (kernel_h, kernel_w), padding=padding)  # (B, C * kh * kw, L)
+    out = weight.flatten(1) @ columns  # (B, out_channels, L)
+    if bias is not None:
+        out = out + bias[:, None]
+    return out.view(batch, out_channels, height, width)
+
 
 class ConvGRU(nn.Module):
     """A convolutional GRU cell: ``z, r`` gates and candidate ``q`` from ``[h, x]``."""
@@ -287,38 +347,43 @@ class ConvGRU(nn.Module):
 
     def prepare(self, context: Tensor) -> tuple[Tensor, ...]:
         """What stays the same over the refinement steps when ``x = [context, motion]``: the
-        context's share of the ``z, r`` and ``q`` pre-activations (biases included), and the
-        weights over ``h`` (``z`` and ``r`` as one convolution) and over ``motion`` (``z``,
-        ``r`` and ``q`` as one). The convolutions are linear in their input channels, so
+        context's share of the ``z``, ``r`` and ``q`` pre-activations (biases included, one
+        convolution), and the weights over ``h`` (``z`` and ``r`` as one convolution) and
+        over the motion features (``z``, ``r`` and ``q`` as one; the flow's two channels
+        apart, see :meth:`step`). The convolutions are linear in their input channels, so
         :meth:`step` equals :meth:`forward` up to rounding, does a quarter less work for
         RAFT-small and never concatenates its inputs."""
         hidden, channels = self.convz.out_channels, context.shape[1]
-        weight_zr = torch.cat([self.convz.weight, self.convr.weight])
-        bias_zr = torch.cat([self.convz.bias, self.convr.bias])
-        weight_q = self.convq.weight
-        # input channels: [h (hidden), context (channels), motion (the rest)]
-        of_h, of_context = slice(0, hidden), slice(hidden, hidden + channels)
-        of_motion = slice(hidden + channels, None)
-        context_zr = F.conv2d(
-            context, weight_zr[:, of_context], bias_zr, padding=self.convz.padding
-        )
-        context_q = F.conv2d(
-            context, weight_q[:, of_context], self.convq.bias, padding=self.convq.padding
-        )
-        weight_motion = torch.cat([weight_zr[:, of_motion], weight_q[:, of_motion]])
-        return context_zr, context_q, weight_zr[:, of_h], weight_q[:, of_h], weight_motion
+        weight = torch.cat([self.convz.weight, self.convr.weight, self.convq.weight])
+        bias = torch.cat([self.convz.bias, self.convr.bias, self.convq.bias])
+        # input channels: [h (hidden), context (channels), motion features, flow (2)]
+        of_context = slice(hidden, hidden + channels)
+        context_share = F.conv2d(context, weight[:, of_context], bias, padding=self.convz.padding)
+        # contiguous once here: a sliced weight would be copied by every convolution
+        weight_zr_h = weight[: 2 * hidden, :hidden].contiguous()
+        weight_q_h = weight[2 * hidden :, :hidden].contiguous()
+        weight_features = weight[:, hidden + channels : -2].contiguous()
+        weight_flow = weight[:, -2:].flatten(1)  # (3 hidden, 2 kh kw), a copy
+        return context_share.flatten(2), weight_zr_h, weight_q_h, weight_features, weight_flow
 
-    def step(self, h: Tensor, motion: Tensor, prepared: tuple[Tensor, ...]) -> Tensor:
-        """:meth:`forward` with ``x = [context, motion]`` and ``prepared`` from :meth:`prepare`."""
-        context_zr, context_q, weight_zr_h, weight_q_h, weight_motion = prepared
+    def step(
+        self, h: Tensor, features: Tensor, flow: Tensor, prepared: tuple[Tensor, ...]
+    ) -> Tensor:
+        """:meth:`forward` with ``x = [context, features, flow]`` (the motion features split as
+        :meth:`MotionEncoder.features` gives them) and ``prepared`` from :meth:`prepare`. The
+        flow's share of the pre-activations is a product with its unfolded neighbourhoods
+        added to the context's (two input channels are slow as a CPU convolution)."""
+        context_share, weight_zr_h, weight_q_h, weight_features, weight_flow = prepared
         hidden = h.shape[1]
-        from_motion = F.conv2d(motion, weight_motion, padding=self.convz.padding)
-        gates = F.conv2d(h, weight_zr_h, padding=self.convz.padding)
-        gates = gates + from_motion[:, : 2 * hidden] + context_zr
-        z, r = torch.sigmoid(gates).chunk(2, dim=1)
+        columns = F.unfold(flow, self.convz.kernel_size, padding=self.convz.padding)
+        fixed = torch.matmul(weight_flow, columns).add_(context_share)  # (B, 3 hidden, L)
+        shares = F.conv2d(features, weight_features, padding=self.convz.padding)
+        shares = shares.add_(fixed.view_as(shares))
+        gates = F.conv2d(h, weight_zr_h, padding=self.convz.padding).add_(shares[:, : 2 * hidden])
+        z, r = gates.sigmoid_().chunk(2, dim=1)
         candidate = F.conv2d(r * h, weight_q_h, padding=self.convq.padding)
-        q = torch.tanh(candidate + from_motion[:, 2 * hidden :] + context_q)
-        return h + z * (q - h)
+        q = candidate.add_(shares[:, 2 * hidden :]).tanh_()
+        return torch.lerp(h, q, z)
 
 
 class RecurrentBlock(nn.Module):
@@ -384,11 +449,12 @@ class UpdateBlock(nn.Module):
         """The context's part of every GRU cell, computed once per frame pair."""
         return [cell.prepare(context) for cell in self.recurrent_block.cells()]
 
-    def step(self, hidden: Tensor, prepared: list, correlation: Tensor, flow: Tensor):
-        """:meth:`forward` with the context already folded in by :meth:`prepare`."""
-        motion = self.motion_encoder(flow, correlation)
+    def step(self, hidden: Tensor, prepared: list, correlation_rows: Tensor, flow: Tensor):
+        """:meth:`forward` with the context already folded in by :meth:`prepare` and the
+        correlation as :meth:`CorrelationPyramid.lookup_rows` gives it."""
+        features = self.motion_encoder.features(flow, correlation_rows)
         for cell, terms in zip(self.recurrent_block.cells(), prepared, strict=True):
-            hidden = cell.step(hidden, motion, terms)
+            hidden = cell.step(hidden, features, flow, terms)
         return hidden, self.flow_head(hidden)
 
 
@@ -520,7 +586,7 @@ class RAFT(nn.Module):
         flows = []
         for step in range(steps):
             coords = coords.detach()
-            correlation = self.corr_block.lookup(pyramid, coords)
+            correlation = self.corr_block.lookup_rows(pyramid, coords)
             hidden, delta = self.update_block.step(hidden, prepared, correlation, coords - start)
             coords = coords + delta
             if every_step or step == steps - 1:
