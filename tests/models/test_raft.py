@@ -93,6 +93,32 @@ def test_a_traced_raft_follows_the_input_size():
         assert (traced(first, second) - final(first, second)).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize(
+    ("kernels", "paddings"),
+    [(((9, 9),), ((4, 4),)), (((1, 5), (5, 1)), ((0, 2), (2, 0))), ((3,), (1,))],
+)
+def test_refinement_step_equals_the_plain_modules(kernels, paddings):
+    """The inference step (context folded in, correlation rows, one product for every layer
+    that reads the flow, over the largest window) gives what the modules' own forward gives,
+    for GRU windows smaller and larger than the flow layer's 7x7."""
+    from structvision.models.flow.raft import RAFT_CONFIGS, coords_grid
+
+    torch.manual_seed(0)
+    config = {**RAFT_CONFIGS["small"], "gru_kernels": kernels, "gru_paddings": paddings}
+    model = raft(**config).eval()
+    block, correlation = model.update_block, model.corr_block
+    hidden, context = torch.randn(2, 96, 16, 16).tanh(), torch.rand(2, 64, 16, 16)
+    pyramid = correlation.build(torch.randn(2, 128, 16, 16), torch.randn(2, 128, 16, 16))
+    flow = 3 * torch.randn(2, 2, 16, 16)
+    coords = coords_grid(2, 16, 16, flow.device) + flow
+    with torch.no_grad():
+        plain = block(hidden, context, correlation.lookup(pyramid, coords), flow)
+        rows = correlation.lookup_rows(pyramid, coords, correlation.grid_terms(pyramid, coords))
+        fast = block.step(hidden, block.prepare(context), rows, flow)
+    for want, got in zip(plain, fast, strict=True):
+        assert (want - got).abs().max() < 1e-4
+
+
 def test_sequence_loss_by_hand():
     target = torch.zeros(1, 2, 1, 2)
     known = torch.tensor([[[True, False]]])

@@ -109,7 +109,7 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.downsample(x) + self.convnormrelu2(self.convnormrelu1(x)))
+        return (self.downsample(x) + self.convnormrelu2(self.convnormrelu1(x))).relu_()
 
 
 class BottleneckBlock(nn.Module):
@@ -131,7 +131,7 @@ class BottleneckBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.convnormrelu3(self.convnormrelu2(self.convnormrelu1(x)))
-        return F.relu(self.downsample(x) + y)
+        return (self.downsample(x) + y).relu_()
 
 
 BLOCKS = {"residual": ResidualBlock, "bottleneck": BottleneckBlock}
@@ -219,23 +219,30 @@ class CorrelationPyramid(nn.Module):
         rows = self.lookup_rows(pyramid, coords).view(batch, height, width, self.out_channels)
         return rows.permute(0, 3, 1, 2).contiguous()
 
-    def lookup_rows(self, pyramid: list[Tensor], coords: Tensor) -> Tensor:
+    def lookup_rows(
+        self,
+        pyramid: list[Tensor],
+        coords: Tensor,
+        grids: list[tuple[Tensor, Tensor]] | None = None,
+    ) -> Tensor:
         """:meth:`lookup` as ``(B * h * w, out_channels)``, a row per pixel (pixels in
         ``(batch, row, column)`` order): the layout the lookup produces, which a 1x1
-        convolution reads as one matrix product without a transposed copy."""
+        convolution reads as one matrix product without a transposed copy. ``grids``:
+        :meth:`grid_terms` of ``pyramid``, made once for all refinement steps."""
         batch, _, height, width = coords.shape
         side = 2 * self.radius + 1
-        steps = torch.linspace(-self.radius, self.radius, side, device=coords.device)
-        offsets = torch.stack(torch.meshgrid(steps, steps, indexing="ij"), dim=-1)  # (s, s, 2)
         centres = coords.permute(0, 2, 3, 1).reshape(batch * height * width, 1, 1, 2)
+        if _tracing():  # sizes stay symbols of the traced graph: no tensor made of them
+            offsets = self._offsets(coords)
+            grids = None
+        elif grids is None:
+            grids = self.grid_terms(pyramid, coords)
         sampled = []
-        offsets = offsets.to(centres.dtype)
-        symbolic = _tracing()
         for level, volume in enumerate(pyramid):
-            # grid_sample's coordinates 2 p / (size - 1) - 1 (x, y) of the points
-            # p = centre / 2^level + offset
-            size_y, size_x = volume.shape[-2:]
-            if symbolic:  # the sizes stay symbols of the traced graph
+            if grids is None:
+                # grid_sample's coordinates 2 p / (size - 1) - 1 (x, y) of the points
+                # p = centre / 2^level + offset
+                size_y, size_x = volume.shape[-2:]
                 points = centres / 2**level + offsets  # (N, s, s, 2) as (x, y)
                 grid = torch.stack(
                     [
@@ -244,12 +251,30 @@ class CorrelationPyramid(nn.Module):
                     ],
                     dim=-1,
                 )
-            else:  # the same as one multiply-add per level (new_tensor fixes the sizes)
-                extent = centres.new_tensor([max(size_x - 1, 1), max(size_y - 1, 1)])
-                grid = torch.addcmul(2 * offsets / extent - 1, centres, 2 / (2**level * extent))
+            else:
+                grid = torch.addcmul(grids[level][0], centres, grids[level][1])
             values = F.grid_sample(volume, grid, mode="bilinear", align_corners=True)
             sampled.append(values.view(batch * height * width, side * side))
         return torch.cat(sampled, dim=-1)
+
+    def grid_terms(self, pyramid: list[Tensor], coords: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per level, ``(shift (s, s, 2), scale (2,))`` with which ``shift + centre * scale``
+        is grid_sample's ``2 p / (size - 1) - 1`` of the window's points ``p = centre /
+        2^level + offset``: one multiply-add per level and step."""
+        offsets = self._offsets(coords)
+        terms = []
+        for level, volume in enumerate(pyramid):
+            size_y, size_x = volume.shape[-2:]
+            extent = coords.new_tensor([max(size_x - 1, 1), max(size_y - 1, 1)])
+            terms.append((2 * offsets / extent - 1, 2 / (2**level * extent)))
+        return terms
+
+    def _offsets(self, coords: Tensor) -> Tensor:
+        """The window's ``(s, s, 2)`` integer offsets ``(x, y)`` in torchvision's order."""
+        side = 2 * self.radius + 1
+        steps = torch.linspace(-self.radius, self.radius, side, device=coords.device)
+        offsets = torch.stack(torch.meshgrid(steps, steps, indexing="ij"), dim=-1)
+        return offsets.to(coords.dtype)
 
 
 class MotionEncoder(nn.Module):
@@ -284,21 +309,21 @@ class MotionEncoder(nn.Module):
         motion = self.convflow2(self.convflow1(flow))
         return torch.cat([self.conv(torch.cat([corr, motion], dim=1)), flow], dim=1)
 
-    def features(self, flow: Tensor, correlation_rows: Tensor) -> Tensor:
+    def features(self, flow_layer: Tensor, correlation_rows: Tensor) -> Tensor:
         """:meth:`forward` without the flow appended (its first ``out_channels - 2``
-        channels), from :meth:`CorrelationPyramid.lookup_rows`: the first correlation layer
-        (1x1) is one matrix product over the rows, and the flow's 7x7 layer, whose input has
-        only two channels, a product with the flow's unfolded neighbourhoods (both far faster
-        on a CPU than the convolution kernels at these shapes; the same sums)."""
-        batch, _, height, width = flow.shape
+        channels), from :meth:`CorrelationPyramid.lookup_rows` and the first flow layer's
+        convolution (``flow_layer``, bias included, before its ReLU; :meth:`UpdateBlock.step`
+        computes it with the GRU's share of the flow). The first correlation layer (1x1) is
+        one matrix product over the rows: far faster on a CPU than the convolution kernel at
+        this shape, and the same sums."""
+        batch, _, height, width = flow_layer.shape
         first = self.convcorr1[0]
         corr = torch.addmm(first.bias, correlation_rows, first.weight.flatten(1).t())
         corr = corr.view(batch, height, width, -1).permute(0, 3, 1, 2)
         corr = self.convcorr2(self.convcorr1[1:](corr))
-        convflow = self.convflow1[0]
-        motion = self.convflow1[1:](
-            _few_channel_conv(flow, convflow.weight, convflow.bias, convflow.padding)
-        )
+        motion = flow_layer  # a view of UpdateBlock.step's product: no in-place ReLU on it
+        for layer in self.convflow1[1:]:
+            motion = F.relu(motion) if isinstance(layer, nn.ReLU) else layer(motion)
         motion = self.convflow2(motion)
         return self.conv(torch.cat([corr, motion], dim=1))
 
@@ -314,19 +339,6 @@ def _tracing() -> bool:
         or (exporting is not None and exporting())
         or (compiling is not None and compiling())
     )
-
-
-def _few_channel_conv(x: Tensor, weight: Tensor, bias: Tensor | None, padding: Any) -> Tensor:
-    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1) as a matrix product with
-    ``x``'s unfolded neighbourhoods: for inputs of a few channels (RAFT's flow), where the CPU
-    convolution kernels are slow."""
-    batch, _, height, width = x.shape
-    out_channels, _, kernel_h, kernel_w = weight.shape
-    columns = F.unfold(x, (kernel_h, kernel_w), padding=padding)  # (B, C * kh * kw, L)
-    out = weight.flatten(1) @ columns  # (B, out_channels, L)
-    if bias is not None:
-        out = out + bias[:, None]
-    return out.view(batch, out_channels, height, width)
 
 
 class ConvGRU(nn.Module):
@@ -363,22 +375,21 @@ class ConvGRU(nn.Module):
         weight_zr_h = weight[: 2 * hidden, :hidden].contiguous()
         weight_q_h = weight[2 * hidden :, :hidden].contiguous()
         weight_features = weight[:, hidden + channels : -2].contiguous()
-        weight_flow = weight[:, -2:].flatten(1)  # (3 hidden, 2 kh kw), a copy
-        return context_share.flatten(2), weight_zr_h, weight_q_h, weight_features, weight_flow
+        weight_flow = weight[:, -2:]  # (3 hidden, 2, kh, kw)
+        return context_share, weight_zr_h, weight_q_h, weight_features, weight_flow
 
     def step(
-        self, h: Tensor, features: Tensor, flow: Tensor, prepared: tuple[Tensor, ...]
+        self, h: Tensor, features: Tensor, flow_share: Tensor, prepared: tuple[Tensor, ...]
     ) -> Tensor:
         """:meth:`forward` with ``x = [context, features, flow]`` (the motion features split as
-        :meth:`MotionEncoder.features` gives them) and ``prepared`` from :meth:`prepare`. The
-        flow's share of the pre-activations is a product with its unfolded neighbourhoods
-        added to the context's (two input channels are slow as a CPU convolution)."""
-        context_share, weight_zr_h, weight_q_h, weight_features, weight_flow = prepared
+        :meth:`MotionEncoder.features` gives them), the flow's share of the ``z``, ``r``,
+        ``q`` pre-activations already computed (``flow_share``, the convolution of the flow
+        with ``prepared[-1]``; see :meth:`UpdateBlock.step`) and ``prepared`` from
+        :meth:`prepare`."""
+        context_share, weight_zr_h, weight_q_h, weight_features, _ = prepared
         hidden = h.shape[1]
-        columns = F.unfold(flow, self.convz.kernel_size, padding=self.convz.padding)
-        fixed = torch.matmul(weight_flow, columns).add_(context_share)  # (B, 3 hidden, L)
         shares = F.conv2d(features, weight_features, padding=self.convz.padding)
-        shares = shares.add_(fixed.view_as(shares))
+        shares = shares.add_(flow_share).add_(context_share)
         gates = F.conv2d(h, weight_zr_h, padding=self.convz.padding).add_(shares[:, : 2 * hidden])
         z, r = gates.sigmoid_().chunk(2, dim=1)
         candidate = F.conv2d(r * h, weight_q_h, padding=self.convq.padding)
@@ -445,16 +456,43 @@ class UpdateBlock(nn.Module):
         hidden = self.recurrent_block(hidden, torch.cat([context, motion], dim=1))
         return hidden, self.flow_head(hidden)
 
-    def prepare(self, context: Tensor) -> list[tuple[Tensor, ...]]:
-        """The context's part of every GRU cell, computed once per frame pair."""
-        return [cell.prepare(context) for cell in self.recurrent_block.cells()]
+    def prepare(self, context: Tensor) -> tuple:
+        """What :meth:`step` reuses, computed once per frame pair: the context's part of every
+        GRU cell (:meth:`ConvGRU.prepare`), and the weights of every layer that reads the
+        flow (the motion encoder's first flow convolution and each cell's share of the
+        flow), stacked over the largest of their windows as one ``(C, 2 * kh * kw)`` matrix
+        with its bias (smaller windows zero-padded around their centre), and that window."""
+        cells = [cell.prepare(context) for cell in self.recurrent_block.cells()]
+        first = self.motion_encoder.convflow1[0]
+        flow_weights = [first.weight] + [terms[-1] for terms in cells]  # (C_i, 2, kh_i, kw_i)
+        window = [max(w.shape[axis] for w in flow_weights) for axis in (-2, -1)]
+        padded = []
+        for weight in flow_weights:  # every layer pads 'same' (odd kernels), so centring holds
+            pad_h, pad_w = window[0] - weight.shape[-2], window[1] - weight.shape[-1]
+            padded.append(F.pad(weight, (pad_w // 2, pad_w // 2, pad_h // 2, pad_h // 2)))
+        bias = torch.cat([first.bias, first.bias.new_zeros(sum(len(t[-1]) for t in cells))])
+        return cells, torch.cat(padded).flatten(1), bias[:, None], tuple(window)
 
-    def step(self, hidden: Tensor, prepared: list, correlation_rows: Tensor, flow: Tensor):
+    def step(self, hidden: Tensor, prepared: tuple, correlation_rows: Tensor, flow: Tensor):
         """:meth:`forward` with the context already folded in by :meth:`prepare` and the
-        correlation as :meth:`CorrelationPyramid.lookup_rows` gives it."""
-        features = self.motion_encoder.features(flow, correlation_rows)
-        for cell, terms in zip(self.recurrent_block.cells(), prepared, strict=True):
-            hidden = cell.step(hidden, features, flow, terms)
+        correlation as :meth:`CorrelationPyramid.lookup_rows` gives it. Every layer that
+        reads the flow, whose two channels make a slow CPU convolution, is one product of
+        :meth:`prepare`'s matrix with the flow's unfolded neighbourhoods (the same sums)."""
+        cells, flow_weight, flow_bias, window = prepared
+        batch, _, height, width = flow.shape
+        first = self.motion_encoder.convflow1[0]
+        padding = ((window[0] - 1) // 2, (window[1] - 1) // 2)
+        columns = F.unfold(flow, window, padding=padding)  # (B, 2 kh kw, L)
+        products = torch.matmul(flow_weight, columns).add_(flow_bias)  # (B, C, L)
+        products = products.view(batch, -1, height, width)
+        flow_layer, *flow_shares = products.split(
+            [first.out_channels, *(terms[-1].shape[0] for terms in cells)], dim=1
+        )
+        features = self.motion_encoder.features(flow_layer, correlation_rows)
+        for cell, terms, flow_share in zip(
+            self.recurrent_block.cells(), cells, flow_shares, strict=True
+        ):
+            hidden = cell.step(hidden, features, flow_share, terms)
         return hidden, self.flow_head(hidden)
 
 
@@ -583,10 +621,11 @@ class RAFT(nn.Module):
         start = coords_grid(batch, height, width, features_1.device)
         coords = start.clone()
         prepared = self.update_block.prepare(context)
+        grids = None if _tracing() else self.corr_block.grid_terms(pyramid, coords)
         flows = []
         for step in range(steps):
             coords = coords.detach()
-            correlation = self.corr_block.lookup_rows(pyramid, coords)
+            correlation = self.corr_block.lookup_rows(pyramid, coords, grids)
             hidden, delta = self.update_block.step(hidden, prepared, correlation, coords - start)
             coords = coords + delta
             if every_step or step == steps - 1:
