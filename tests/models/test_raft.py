@@ -119,6 +119,21 @@ def test_refinement_step_equals_the_plain_modules(kernels, paddings):
         assert (want - got).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize(("kernel", "padding"), [(3, 1), ((1, 5), (0, 2)), (5, 2)])
+def test_narrow_conv_is_the_convolution(kernel, padding):
+    from structvision.models.flow.raft import narrow_conv
+
+    torch.manual_seed(0)
+    layer = nn.Conv2d(12, 2, kernel, padding=padding)
+    x = torch.randn(3, 12, 9, 14, requires_grad=True)
+    want = layer(x)
+    got = narrow_conv(x, layer.weight, layer.bias, layer.padding)
+    assert got.shape == want.shape and (got - want).abs().max() < 1e-5
+    (grad_want,) = torch.autograd.grad(want.square().sum(), x)
+    (grad_got,) = torch.autograd.grad(got.square().sum(), x)
+    assert (grad_got - grad_want).abs().max() < 1e-4
+
+
 def test_sequence_loss_by_hand():
     target = torch.zeros(1, 2, 1, 2)
     known = torch.tensor([[[True, False]]])

@@ -393,7 +393,8 @@ class ConvGRU(nn.Module):
         gates = F.conv2d(h, weight_zr_h, padding=self.convz.padding).add_(shares[:, : 2 * hidden])
         z, r = gates.sigmoid_().chunk(2, dim=1)
         candidate = F.conv2d(r * h, weight_q_h, padding=self.convq.padding)
-        q = candidate.add_(shares[:, 2 * hidden :]).tanh_()
+        # tanh(x) = 2 sigmoid(2 x) - 1: PyTorch's CPU sigmoid kernel is several times faster
+        q = torch.sigmoid(candidate.add_(shares[:, 2 * hidden :]).mul_(2)).mul(2).sub_(1)
         return torch.lerp(h, q, z)
 
 
@@ -436,7 +437,25 @@ class FlowHead(nn.Module):
         self.conv2 = nn.Conv2d(hidden_size, 2, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv2(F.relu(self.conv1(x)))
+        hidden = F.relu(self.conv1(x))
+        if _tracing():
+            return self.conv2(hidden)
+        return narrow_conv(hidden, self.conv2.weight, self.conv2.bias, self.conv2.padding)
+
+
+def narrow_conv(x: Tensor, weight: Tensor, bias: Tensor | None, padding: Any) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1, 'same' padding) for a layer of
+    very few output channels (RAFT's flow: 2), where the CPU convolution kernel is slow: each
+    output channel's per-tap responses as one matrix product, ``(C_out * kh * kw, C_in) @ (C_in,
+    H * W)``, then summed over the taps' shifts by ``F.fold`` (the same sums, in another
+    order). ``F.fold`` scatters a column's taps forwards where a convolution gathers them, so
+    the taps go in flipped."""
+    channels, height, width = x.shape[1:]
+    kernel_h, kernel_w = weight.shape[-2:]
+    taps = weight.flip(-2, -1).permute(0, 2, 3, 1).reshape(-1, channels)  # (C_out kh kw, C_in)
+    responses = torch.matmul(taps, x.flatten(2))  # (B, C_out kh kw, H W)
+    out = F.fold(responses, (height, width), (kernel_h, kernel_w), padding=padding)
+    return out if bias is None else out + bias[:, None, None]
 
 
 class UpdateBlock(nn.Module):
