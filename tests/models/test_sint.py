@@ -248,3 +248,27 @@ def test_boxes_stay_inside_sensible_sizes():
     boxes, _ = tracker.track(images, truth[0])
     sizes = boxes[:, 2:] - boxes[:, :2]
     assert (sizes >= 4.0 - 1e-9).all() and torch.allclose(sizes[-1], torch.full((2,), 4.0).double())
+
+
+def test_top_k_takes_the_mean_of_the_best_candidates():
+    from structvision.models.tracking.sint import radius_candidates
+
+    torch.manual_seed(0)
+    images, truth = _scene(frames=3)
+    model = sint_small(width=8, embedding=32, regression_head=False).eval()
+    assert torch.equal(
+        SINTTracker(model, top_k=1).track(images, truth[0])[0],
+        SINTTracker(model).track(images, truth[0])[0],
+    )
+    tracker = SINTTracker(model, top_k=4)
+    tracker.init(images[0], truth[0])
+    got = tracker.update(images[1])
+    # by hand: the four candidates most similar to the first frame's box, averaged
+    candidates = radius_candidates(truth[0].double())
+    with torch.no_grad():
+        maps = model.feature_maps(images[1][None])
+        scores = model.describe(maps, [candidates.float()]) @ tracker._query[0]
+    want = candidates[scores.topk(4).indices].double().mean(dim=0)
+    assert torch.allclose(got, want, atol=1e-4)
+    with pytest.raises(ValueError, match="top_k"):
+        SINTTracker(model, top_k=0)

@@ -326,6 +326,9 @@ class SINTTracker(Tracker):
         motion_penalty: subtracted from a candidate's score times its squared distance from
             the previous centre in units of the search radius (0: SINT's plain argmax; the
             similarities lie in [-1, 1]).
+        top_k: the chosen box is the mean of the ``top_k`` best-scoring candidates (MDNet's
+            rule, finer than the candidates' grid; 1: SINT's argmax), described again before
+            the regression refines it.
     """
 
     name = "sint"
@@ -345,7 +348,10 @@ class SINTTracker(Tracker):
         refine_steps: int = 1,
         refine_limits: tuple[float, float] = (0.25, 0.1),
         motion_penalty: float = 0.0,
+        top_k: int = 1,
     ) -> None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
         if refine_steps < 0 or motion_penalty < 0 or min(refine_limits) < 0:
             raise ValueError(
                 "refine_steps, refine_limits and motion_penalty must not be negative, got "
@@ -365,6 +371,7 @@ class SINTTracker(Tracker):
         self.refine_steps = int(refine_steps)
         self.refine_limits = (float(refine_limits[0]), float(refine_limits[1]))
         self.motion_penalty = float(motion_penalty)
+        self.top_k = int(top_k)
         self._query: Tensor | None = None
         self._box: Tensor | None = None
         self._regressor: tuple[Tensor, Tensor] | None = None
@@ -421,12 +428,16 @@ class SINTTracker(Tracker):
             scores = scores - self.motion_penalty * self._squared_distances(candidates)
         best = int(scores.argmax())
         chosen = candidates[best].double()
+        described = descriptors[best : best + 1]
+        if self.top_k > 1:
+            top = scores.topk(min(self.top_k, len(scores))).indices
+            chosen = candidates[top].double().mean(dim=0)
+            described = self._on(maps, chosen[None])
         if self._regressor is not None:
             weights, intercept = self._regressor
-            offsets = descriptors[best].double().cpu() @ weights + intercept
+            offsets = described[0].double().cpu() @ weights + intercept
             chosen = _apply_offsets(chosen, offsets, *self.refine_limits)
         elif self.learned_regression:
-            described = descriptors[best : best + 1]
             for _ in range(self.refine_steps):
                 offsets = self.network.regress(self._query, described)[0].double().cpu()
                 chosen = _apply_offsets(chosen, offsets, *self.refine_limits)
