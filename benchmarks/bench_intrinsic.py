@@ -6,9 +6,11 @@ Normal rows (Fouhey's protocol, every pixel of the set pooled): ``normals`` (rec
 budget), ``from_true_depth`` (finite differences of the exact depth: the geometry's bound at
 this resolution), ``from_monodepth`` (of the zoo's Monodepth prediction). Intrinsic rows (MSE,
 LMSE, WHDR on 300 pairs per image drawn from the true albedo): ``intrinsic``, ``retinex``,
-``albedo_is_image``.
+``albedo_is_image``, and oracles ``true_albedo_noise_P``: the true albedo with every pixel
+multiplied by ``exp(P% * N(0, 1))`` (what WHDR asks of a prediction's precision).
 
     python benchmarks/bench_intrinsic.py --rows from_true_depth,from_monodepth,retinex,albedo_is_image
+    python benchmarks/bench_intrinsic.py --rows true_albedo_noise_2,true_albedo_noise_5,true_albedo_noise_10
     python benchmarks/bench_intrinsic.py --rows normals,normals_joint,intrinsic --out runs/bench_intrinsic
     python benchmarks/bench_intrinsic.py --rows normals --resume   # after a SIGTERM
 """
@@ -29,7 +31,12 @@ from structvision.models.intrinsic import normals_from_depth, retinex
 from structvision.tasks import load_trained_model, run_train
 
 NORMAL_ROWS = ("normals", "normals_joint", "from_true_depth", "from_monodepth")
-INTRINSIC_ROWS = ("intrinsic", "retinex", "albedo_is_image")
+ORACLE_NOISE = {
+    "true_albedo_noise_2": 0.02,
+    "true_albedo_noise_5": 0.05,
+    "true_albedo_noise_10": 0.10,
+}
+INTRINSIC_ROWS = ("intrinsic", "retinex", "albedo_is_image", *ORACLE_NOISE)
 
 
 def _baseline(name: str, dataset) -> dict:
@@ -46,6 +53,11 @@ def _baseline(name: str, dataset) -> dict:
             elif name == "from_monodepth":
                 depth = depth_model([image])[0]["depth"].float().cpu()
                 prediction = {"normals": normals_from_depth(depth, target["intrinsics"])[0]}
+            elif name in ORACLE_NOISE:  # the true albedo, each pixel off by a random factor
+                generator = torch.Generator().manual_seed(index)
+                noise = torch.randn(target["albedo"].shape[-2:], generator=generator)
+                albedo = target["albedo"] * torch.exp(ORACLE_NOISE[name] * noise)
+                prediction = {"albedo": albedo, "shading": target["shading"]}
             elif name == "retinex":
                 albedo, shading = retinex(image)
                 prediction = {"albedo": albedo, "shading": shading.expand(3, -1, -1)}
