@@ -103,3 +103,51 @@ def test_validation_errors():
         roi_align(features, torch.zeros(1, 5, dtype=torch.float64), 2)
     with pytest.raises(ValueError, match="output_size"):
         roi_align(features, torch.zeros(1, 5), (2, 0))
+
+
+@pytest.mark.parametrize("op", ["align", "pool"])
+def test_many_boxes_pool_in_threads_to_the_same_bits(op, monkeypatch):
+    """At CPU inference the boxes split into one chunk per thread, pooled at once: the result
+    equals one kernel call bit for bit, in the boxes' order, for both box forms; with a
+    gradient wanted, or one thread, it is one kernel call."""
+    import torchvision
+
+    from structvision.ops import roi as roi_module
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 8, 24, 32, generator=generator)
+    corners = torch.rand(90, 2, generator=generator) * torch.tensor([100.0, 70.0])
+    boxes = [
+        torch.cat([corners[:50], corners[:50] + 20], dim=1),
+        torch.cat([corners[50:], corners[50:] + 30], dim=1),
+    ]
+    if op == "align":
+        ours = lambda x, b: roi_align(x, b, 7, 0.25, 2, True)  # noqa: E731
+        theirs = lambda x, b: torchvision.ops.roi_align(x, b, (7, 7), 0.25, 2, True)  # noqa: E731
+    else:
+        ours = lambda x, b: roi_pool(x, b, 7, 0.25)  # noqa: E731
+        theirs = lambda x, b: torchvision.ops.roi_pool(x, b, (7, 7), 0.25)  # noqa: E731
+    calls = []
+    kernel = getattr(torchvision.ops, f"roi_{op}")
+
+    def counted(features, boxes, *args, **kwargs):
+        calls.append(len(boxes) if isinstance(boxes, torch.Tensor) else "list")
+        return kernel(features, boxes, *args, **kwargs)
+
+    monkeypatch.setattr(torchvision.ops, f"roi_{op}", counted)
+    want = theirs(features, boxes)
+    calls.clear()
+    torch.set_num_threads(3)  # the autouse fixture restores it
+    with torch.no_grad():
+        got = ours(features, boxes)
+        rows = roi_module._as_rows(boxes)
+        got_rows = ours(features, rows)
+    assert calls == [30, 30, 30, 30, 30, 30]  # 90 boxes, three chunks, twice
+    assert torch.equal(got, want) and torch.equal(got_rows, want)
+    calls.clear()
+    leaf = features.clone().requires_grad_()
+    assert torch.equal(ours(leaf, boxes), want) and calls == ["list"]  # autograd: one call
+    calls.clear()
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        assert torch.equal(ours(features, boxes), want) and calls == ["list"]

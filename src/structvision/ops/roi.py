@@ -17,14 +17,32 @@ Coordinates. Feature cell ``(i, j)`` has its centre at continuous position
 * :func:`roi_pool` rounds the scaled box corners to integer cells and treats ``x2`` as
   inclusive (a box ``(0, 0, 3, 3)`` covers 4 x 4 cells), then max-pools each bin.
 
-Operations run on torchvision's kernels (CPU and CUDA, differentiable).
+Operations run on torchvision's kernels (CPU and CUDA, differentiable). Its CPU kernels use
+one thread; at inference (no gradient wanted) on the CPU, :func:`roi_align` and
+:func:`roi_pool` split many boxes into one chunk per PyTorch thread and run the chunks at
+once (the kernels release the GIL). Every box is pooled on its own, so the result is the same
+to the bit; a Mask R-CNN with a ResNet-50 FPN at 800 px spent a third of its int8 inference in
+RoIAlign on one thread.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 import torchvision.ops
 from torch import Tensor, nn
+
+from structvision.ops.tracing import is_tracing
+
+#: Fewest boxes per thread for which :func:`roi_align` / :func:`roi_pool` use several threads.
+MIN_BOXES_PER_THREAD = 16
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
 
 __all__ = ["RoIAlign", "RoIPool", "roi_align", "roi_pool"]
 
@@ -58,14 +76,13 @@ def roi_align(
         ``(K, C, h, w)`` pooled features, ``K`` = total number of boxes.
     """
     _check_roi_inputs(input, boxes)
-    return torchvision.ops.roi_align(
-        input,
-        boxes,
-        output_size=_pair(output_size),
-        spatial_scale=float(spatial_scale),
-        sampling_ratio=int(sampling_ratio),
-        aligned=bool(aligned),
-    )
+    settings = {
+        "output_size": _pair(output_size),
+        "spatial_scale": float(spatial_scale),
+        "sampling_ratio": int(sampling_ratio),
+        "aligned": bool(aligned),
+    }
+    return _in_threads(torchvision.ops.roi_align, input, boxes, settings)
 
 
 def roi_pool(
@@ -91,9 +108,56 @@ def roi_pool(
         ``(K, C, h, w)`` pooled features.
     """
     _check_roi_inputs(input, boxes)
-    return torchvision.ops.roi_pool(
-        input, boxes, output_size=_pair(output_size), spatial_scale=float(spatial_scale)
+    settings = {"output_size": _pair(output_size), "spatial_scale": float(spatial_scale)}
+    return _in_threads(torchvision.ops.roi_pool, input, boxes, settings)
+
+
+def _in_threads(
+    kernel: Callable[..., Tensor], input: Tensor, boxes: Tensor | list[Tensor], settings: dict
+) -> Tensor:
+    """``kernel(input, boxes, **settings)``; at CPU inference with many boxes, the boxes split
+    into one chunk per PyTorch thread, pooled at once and concatenated in order."""
+    threads = torch.get_num_threads()
+    rows = _as_rows(boxes)
+    parallel = (
+        input.device.type == "cpu"
+        and threads > 1
+        and len(rows) >= 2 * MIN_BOXES_PER_THREAD
+        and not (torch.is_grad_enabled() and (input.requires_grad or rows.requires_grad))
+        and not is_tracing()
     )
+    if not parallel:
+        return kernel(input, boxes, **settings)
+    chunks = rows.chunk(min(threads, len(rows) // MIN_BOXES_PER_THREAD))
+    inference = torch.is_inference_mode_enabled()
+
+    def pool(chunk: Tensor) -> Tensor:
+        # grad and inference modes are per thread: the caller's hold in the worker too
+        with torch.inference_mode(inference), torch.no_grad():
+            return kernel(input, chunk, **settings)
+
+    return torch.cat(list(_executor(len(chunks)).map(pool, chunks)))
+
+
+def _as_rows(boxes: Tensor | list[Tensor]) -> Tensor:
+    """Boxes as ``(K, 5)`` rows ``(batch_index, x1, y1, x2, y2)``."""
+    if isinstance(boxes, Tensor):
+        return boxes
+    return torch.cat(
+        [torch.cat([b.new_full((len(b), 1), float(i)), b], dim=1) for i, b in enumerate(boxes)]
+    )
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool with at least ``workers`` threads."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="structvision-roi")
+            _pool_size = workers
+        return _pool
 
 
 class RoIAlign(nn.Module):

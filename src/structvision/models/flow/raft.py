@@ -39,6 +39,7 @@ from structvision.models.flow.common import (
     pad_to_multiple,
     split_inputs,
 )
+from structvision.ops.tracing import is_tracing
 
 __all__ = [
     "RAFT",
@@ -232,7 +233,7 @@ class CorrelationPyramid(nn.Module):
         batch, _, height, width = coords.shape
         side = 2 * self.radius + 1
         centres = coords.permute(0, 2, 3, 1).reshape(batch * height * width, 1, 1, 2)
-        if _tracing():  # sizes stay symbols of the traced graph: no tensor made of them
+        if is_tracing():  # sizes stay symbols of the traced graph: no tensor made of them
             offsets = self._offsets(coords)
             grids = None
         elif grids is None:
@@ -326,19 +327,6 @@ class MotionEncoder(nn.Module):
             motion = F.relu(motion) if isinstance(layer, nn.ReLU) else layer(motion)
         motion = self.convflow2(motion)
         return self.conv(torch.cat([corr, motion], dim=1))
-
-
-def _tracing() -> bool:
-    """Whether the model is being traced for export (``torch.export``, ``torch.jit.trace``)
-    or compiled, where shapes are symbols that a tensor made from them would fix."""
-    compiler = getattr(torch, "compiler", None)
-    exporting = getattr(compiler, "is_exporting", None)
-    compiling = getattr(compiler, "is_compiling", None)
-    return bool(
-        torch.jit.is_tracing()
-        or (exporting is not None and exporting())
-        or (compiling is not None and compiling())
-    )
 
 
 class ConvGRU(nn.Module):
@@ -438,7 +426,7 @@ class FlowHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         hidden = F.relu(self.conv1(x))
-        if _tracing():
+        if is_tracing():
             return self.conv2(hidden)
         return narrow_conv(hidden, self.conv2.weight, self.conv2.bias, self.conv2.padding)
 
@@ -640,7 +628,7 @@ class RAFT(nn.Module):
         start = coords_grid(batch, height, width, features_1.device)
         coords = start.clone()
         prepared = self.update_block.prepare(context)
-        grids = None if _tracing() else self.corr_block.grid_terms(pyramid, coords)
+        grids = None if is_tracing() else self.corr_block.grid_terms(pyramid, coords)
         flows = []
         for step in range(steps):
             coords = coords.detach()
