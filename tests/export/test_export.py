@@ -491,3 +491,26 @@ def test_torchscript_export_runs_like_the_model(fcn, tmp_path):
     rows = {row["format"]: row for row in json.loads(bench.read_text())["rows"]}
     assert rows["torchscript"]["metrics"] == pytest.approx(rows["torch"]["metrics"], abs=1e-6)
     assert rows["torchscript"]["file_mb"] > 0
+
+
+def test_only_detections_may_differ_in_count():
+    """Detections are compared over the rows both models kept (the rest reported as
+    ``detections``); a dense output or a tracker's boxes of another length is a shape error."""
+    from structvision.export import ExportCheckError, ExportReport, compare_predictions
+
+    def report():
+        return ExportReport(path=Path("x"), recipe="r", format="onnx", seconds=0, file_bytes=0)
+
+    boxes = torch.tensor([[0.0, 0, 4, 4], [1, 1, 5, 5], [2, 2, 6, 6], [3, 3, 7, 7]])
+    eager = [{"boxes": boxes, "scores": torch.tensor([0.9, 0.8, 0.7, 0.6])}]
+    exported = [{"boxes": boxes[:3] + 0.01, "scores": torch.tensor([0.9, 0.8, 0.7])}]
+    detections = report()
+    compare_predictions(eager, exported, detections, "sample")
+    assert detections.differences["detections"] == pytest.approx(0.25)
+    assert detections.differences["boxes"] == pytest.approx(0.01, abs=1e-6)
+    semantic = torch.zeros(6, 8, dtype=torch.long)
+    with pytest.raises(ExportCheckError, match="'semantic' has shape \\(5, 8\\)"):
+        compare_predictions([{"semantic": semantic}], [{"semantic": semantic[:5]}], report(), "s")
+    track = {"boxes": boxes}  # a tracker's boxes: one per frame, no scores
+    with pytest.raises(ExportCheckError, match="'boxes' has shape \\(3, 4\\)"):
+        compare_predictions([track], [{"boxes": boxes[:3]}], report(), "sequence")
