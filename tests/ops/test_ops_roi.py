@@ -151,3 +151,14 @@ def test_many_boxes_pool_in_threads_to_the_same_bits(op, monkeypatch):
     torch.set_num_threads(1)
     with torch.no_grad():
         assert torch.equal(ours(features, boxes), want) and calls == ["list"]
+
+
+def test_a_forked_child_makes_its_own_thread_pool(monkeypatch):
+    """A forked process inherits the pool object but not its threads: it must not reuse it."""
+    from structvision.ops import roi as roi_module
+
+    first = roi_module._executor(2)
+    assert roi_module._executor(2) is first  # reused in the same process
+    monkeypatch.setattr(roi_module, "_pool_pid", -1)  # what a forked child sees
+    second = roi_module._executor(2)
+    assert second is not first and roi_module._executor(2) is second

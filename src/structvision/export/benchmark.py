@@ -9,9 +9,10 @@ on the first ``speed_images`` of them, one image per call, at ``threads`` thread
 intra-op threads, ONNX Runtime's intra-op threads), and the ratio of images per second to
 PyTorch eager. The formats are timed in alternating rounds, each format's pass over the images
 in turn, the order rotated every round, and each keeps its fastest round: a change of load on
-a shared machine then hits every format alike instead of whichever was being timed, so the
-ratios hold (timed one after another, the same command moved them by a third here). ``onnx`` exports the model first (into ``export_dir``, or
-a temporary folder), or takes an export folder given as the model itself; ``openvino`` runs
+a shared machine then hits every format alike instead of whichever was being timed (timed one
+after another, the same command moved the ratios by a third here). ``onnx`` exports the model
+first (into ``export_dir``, or a temporary folder), or takes an export folder given as the
+model itself; ``openvino`` runs
 the same ONNX file on OpenVINO's CPU plugin. ``int8`` exports an int8 model (ONNX Runtime's
 static quantisation calibrated on the model's training data, :mod:`structvision.export.quantize`)
 and runs it on ONNX Runtime; ``openvino-int8`` runs that one on OpenVINO. ``torchscript``

@@ -27,6 +27,7 @@ RoIAlign on one thread.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ MIN_BOXES_PER_THREAD = 16
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_pool_pid = 0
 _pool_lock = threading.Lock()
 
 __all__ = ["RoIAlign", "RoIPool", "roi_align", "roi_pool"]
@@ -150,13 +152,14 @@ def _as_rows(boxes: Tensor | list[Tensor]) -> Tensor:
 
 def _executor(workers: int) -> ThreadPoolExecutor:
     """A process-wide pool with at least ``workers`` threads."""
-    global _pool, _pool_size
+    global _pool, _pool_size, _pool_pid
     with _pool_lock:
-        if _pool is None or _pool_size < workers:
-            if _pool is not None:
+        forked = _pool_pid != os.getpid()  # a forked child has the pool but not its threads
+        if _pool is None or forked or _pool_size < workers:
+            if _pool is not None and not forked:
                 _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="structvision-roi")
-            _pool_size = workers
+            _pool_size, _pool_pid = workers, os.getpid()
         return _pool
 
 
