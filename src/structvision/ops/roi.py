@@ -120,17 +120,21 @@ def _in_threads(
     """``kernel(input, boxes, **settings)``; at CPU inference with many boxes, the boxes split
     into one chunk per PyTorch thread, pooled at once and concatenated in order."""
     threads = torch.get_num_threads()
-    rows = _as_rows(boxes)
+    box_tensors = [boxes] if isinstance(boxes, Tensor) else list(boxes)
+    count = sum(len(b) for b in box_tensors)
+    wants_grad = torch.is_grad_enabled() and (
+        input.requires_grad or any(b.requires_grad for b in box_tensors)
+    )
     parallel = (
         input.device.type == "cpu"
         and threads > 1
-        and len(rows) >= 2 * MIN_BOXES_PER_THREAD
-        and not (torch.is_grad_enabled() and (input.requires_grad or rows.requires_grad))
+        and count >= 2 * MIN_BOXES_PER_THREAD
+        and not wants_grad
         and not is_tracing()
     )
     if not parallel:
         return kernel(input, boxes, **settings)
-    chunks = rows.chunk(min(threads, len(rows) // MIN_BOXES_PER_THREAD))
+    chunks = _as_rows(boxes).chunk(min(threads, count // MIN_BOXES_PER_THREAD))
     inference = torch.is_inference_mode_enabled()
 
     def pool(chunk: Tensor) -> Tensor:
