@@ -17,7 +17,7 @@ from structvision.models.detection.tta import FlipTTA
 from structvision.structures import rle_to_mask
 from structvision.tasks import RecipeError, get_recipe
 from structvision.tasks.instances import keypoint_evaluator
-from structvision.tasks.run import _instance_results, load_trained_model
+from structvision.tasks.run import _instance_results, _split_overrides, load_trained_model
 from structvision.viz import save_png
 
 runner = CliRunner()
@@ -208,6 +208,19 @@ def test_keypoint_sigmas_set_for_a_run_are_stored_and_used_by_its_evaluator():
     stored = keypoint_evaluator(task.val_dataset, model_config=task.model_config)
     assert stored.keypoint_sigmas.tolist() == list(sigmas)
     assert keypoint_evaluator(task.val_dataset).keypoint_sigmas.tolist() == list(KEYPOINT_SIGMAS)
+
+
+def test_keypoint_head_widths_are_a_model_option_kept_in_the_run_config():
+    recipe = get_recipe("keypoint_rcnn")
+    sets = {"model.width": "8", "model.keypoint_layers": "(16,16,16)"}  # as --set gives them
+    overrides, _ = _split_overrides(recipe, sets)
+    task = recipe.setup(data=POSE_DATA, val_data=None, model_overrides=overrides)
+    saved = json.loads(json.dumps(task.model_config))  # as config.json holds it
+    rebuilt = recipe.build_model(**saved["kwargs"])
+    for model in (task.model, rebuilt):
+        convs = [m for m in model.keypoint_branch.head if isinstance(m, torch.nn.Conv2d)]
+        assert [conv.out_channels for conv in convs] == [16, 16, 16]
+    rebuilt.load_state_dict(task.model.state_dict())  # the same tensors, name for name
 
 
 def test_keypoint_recipe_flips_with_the_data_s_left_right_pairs():

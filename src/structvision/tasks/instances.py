@@ -95,6 +95,7 @@ KEYPOINT_MODEL_OPTIONS = (
     "keypoint_rescoring",
     "keypoint_subpixel",
     "keypoint_target_sigma",
+    "keypoint_layers",
     "box_soft_nms_sigma",
     "trainable_layers",
     "weights_path",
