@@ -65,7 +65,7 @@ ROADMAP = (
         "classifier pretraining on built-in data, recipes from the pretrained trunk, model zoo",
         "in progress",
     ),
-    ("optical flow: RAFT, FlowNetS, OpenCV baselines, flow files and benchmarks", "in progress"),
+    ("optical flow: RAFT, FlowNetS, OpenCV baselines, flow files and benchmarks", "ready"),
     ("tracking: SINT, SiamFC, OpenCV trackers, OTB / GOT-10k / LaSOT", "in progress"),
     ("surface normals and intrinsic images (albedo, shading)", "in progress"),
     ("export to ONNX / OpenVINO, fast CPU inference", "in progress"),

@@ -202,6 +202,24 @@ def test_the_regression_loss_trains_the_head_alone():
     assert all(p.grad is None for p in model.parameters() if id(p) not in head)
 
 
+def test_the_regression_loss_may_train_the_trunk_too():
+    torch.manual_seed(0)
+    model = sint_small(width=8, embedding=32, regression_head=True, regression_trains_trunk=True)
+    box = torch.tensor([8.0, 8, 30, 30])
+    target = {
+        "query_box": box,
+        "boxes": torch.tensor([[8.0, 8, 30, 30], [30.0, 30, 60, 60]]),
+        "labels": torch.tensor([1.0, 0.0]),
+        "box": box,
+        "reg_boxes": torch.tensor([[10.0, 6, 34, 28]]),
+    }
+    model([torch.rand(6, 64, 64)], [target])["loss_box_reg"].backward()
+    convs = [m for m in model.trunk.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(conv.weight.grad is not None for conv in convs)
+    assert convs[0].weight.grad.abs().sum() > 0  # the first layer learns where boxes lie
+    assert all(p.grad.abs().sum() > 0 for p in model.fc.parameters())
+
+
 def test_refinement_passes_and_the_motion_penalty():
     torch.manual_seed(0)
     images, truth = _scene(frames=5)

@@ -157,6 +157,8 @@ MODEL_OPTION_HELP = {
     "margin": "SINT: margin of the contrastive loss",
     "caffe_loss": "SINT: Caffe's form of the contrastive loss (max(0, m - d^2) for negatives)",
     "regression_head": "SINT: also learn a box regression head (candidate-to-target offsets)",
+    "regression_trains_trunk": "SINT: the box regression loss also trains the descriptors "
+    "and the trunk (true/false)",
     "exemplar_size": "SiamFC: exemplar crop size, pixels",
     "search_size": "SiamFC: search crop size, pixels",
     "num_updates": "RAFT: recurrent refinement steps at inference",

@@ -34,6 +34,7 @@ SINT_OPTIONS = (
     "margin",
     "caffe_loss",
     "regression_head",
+    "regression_trains_trunk",
     "pretrained",
 )
 SIAMFC_OPTIONS = ("width", "exemplar_size", "search_size")

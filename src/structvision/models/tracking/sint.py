@@ -19,7 +19,9 @@ contrastive loss on the descriptors' distance ``d``: ``y d^2 / 2 + (1 - y) max(0
 With ``regression_head`` the network also learns to refine a box: a small MLP on the query's
 and a candidate's descriptors predicts R-CNN offsets from the candidate to the target, trained
 with the smooth L1 loss on boxes of the search frame that overlap the target by IoU > 0.4. Its
-loss does not reach the descriptors, so the matching is learned as without it. SINT's
+loss does not reach the descriptors, so the matching is learned as without it, unless
+``regression_trains_trunk``: then it trains the descriptors and the trunk too, so that they
+also say where a box lies on the target, not only whether it is the target. SINT's
 candidates keep the previous box's aspect ratio and change scale in coarse steps; the head
 lets the box follow a turning or rolling object. It is learned offline, like the descriptors,
 and never updated while tracking.
@@ -161,6 +163,8 @@ class SINT(nn.Module):
         margin: the contrastive loss' margin; ``caffe_loss`` its Caffe form.
         regression_head: also learn the box regression head (module docstring), of
             ``regression_hidden`` units, its loss weighted by ``regression_weight``.
+        regression_trains_trunk: the regression loss reaches the descriptors and the trunk
+            (``False``: only the head learns from it).
     """
 
     def __init__(
@@ -178,6 +182,7 @@ class SINT(nn.Module):
         regression_head: bool = False,
         regression_hidden: int = 256,
         regression_weight: float = 1.0,
+        regression_trains_trunk: bool = False,
     ) -> None:
         super().__init__()
         if pooler not in ("align", "pool"):
@@ -199,6 +204,7 @@ class SINT(nn.Module):
             else None
         )
         self.regression_weight = regression_weight
+        self.regression_trains_trunk = bool(regression_trains_trunk)
         self.regression_head = None
         if regression_head:
             width = sum(channels[name] * pool_size**2 for name in self.layers[:-1])
@@ -292,9 +298,13 @@ class SINT(nn.Module):
         counts = torch.tensor([len(b) for b in boxes], device=queries.device)
         if int(counts.sum()) == 0:
             return queries.sum() * 0
-        with torch.no_grad():  # the head learns from the descriptors without changing them
+        if self.regression_trains_trunk:
             described = self.describe(maps, boxes)
-        repeated = queries.detach().repeat_interleave(counts, dim=0)
+            repeated = queries.repeat_interleave(counts, dim=0)
+        else:  # the head learns from the descriptors without changing them
+            with torch.no_grad():
+                described = self.describe(maps, boxes)
+            repeated = queries.detach().repeat_interleave(counts, dim=0)
         predicted = self._normalised_offsets(repeated, described)
         wanted = torch.cat(
             [
