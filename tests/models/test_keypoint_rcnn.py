@@ -12,6 +12,7 @@ from torchvision.models.detection import roi_heads as tv_roi_heads
 
 from structvision.convert import from_torchvision
 from structvision.models.detection import (
+    KeypointHead,
     KeypointPredictor,
     KeypointRCNN,
     keypoint_rcnn_loss,
@@ -107,6 +108,15 @@ def test_gaussian_targets_train_and_are_checked():
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="target_sigma"):
             keypoint_rcnn_small_fpn(num_classes=2, num_keypoints=5, keypoint_target_sigma=bad)
+
+
+def test_the_keypoint_head_takes_its_convolution_widths_and_refuses_bad_ones():
+    head = KeypointHead(8, [16, 12, 12])
+    assert head(torch.randn(2, 8, 14, 14)).shape == (2, 12, 14, 14)
+    assert head.out_channels == 12
+    for bad in ((), (0,), (16, -4), (16.5,), (True,), "16", 16):
+        with pytest.raises(ValueError, match="keypoint head layers"):
+            KeypointHead(8, bad)
 
 
 @pytest.mark.parametrize("num_keypoints", [1, 5, 17])

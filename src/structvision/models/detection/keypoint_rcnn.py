@@ -89,8 +89,14 @@ class KeypointHead(nn.Sequential):
     """
 
     def __init__(self, in_channels: int, layers: Sequence[int]) -> None:
-        if len(layers) == 0:
-            raise ValueError("layers must list at least one convolution width, got none")
+        widths = list(layers) if isinstance(layers, (list, tuple)) else None
+        if not widths or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in widths
+        ):
+            raise ValueError(
+                "keypoint head layers must list one or more convolution widths (positive "
+                f"integers), got {layers!r}"
+            )
         modules: list[nn.Module] = []
         previous = in_channels
         for channels in layers:
