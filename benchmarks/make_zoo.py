@@ -10,6 +10,9 @@ weights side by side, so a loss from half precision shows.
     python benchmarks/make_zoo.py runs/bench_depth/monodepth --name monodepth_world \\
         --task "monocular depth" --check-data world-stereo:num_images=20 \\
         --command "python benchmarks/bench_depth.py --steps 1500" --description "..."
+
+A tracker's recorded metrics come from its benchmark (``--metrics-from
+runs/bench_tracking/results.json:sint --record-keys success_auc,precision,...``).
 """
 
 from __future__ import annotations
@@ -54,6 +57,17 @@ def main() -> None:
         help="keep the recorded metrics of the entry this replaces (e.g. re-measured on its "
         "benchmark after a decoding change) instead of the run's final evaluation",
     )
+    parser.add_argument(
+        "--metrics-from",
+        default=None,
+        help="FILE:ROW: record that row of a benchmark's results JSON (e.g. bench_tracking.py's "
+        "60 held-out sequences) instead of the run's final evaluation",
+    )
+    parser.add_argument(
+        "--record-keys",
+        default="",
+        help="comma-separated metric names to record from --metrics-from (default: the check keys)",
+    )
     args = parser.parse_args()
 
     _, model, model_config = load_trained_model(args.run)
@@ -61,6 +75,16 @@ def main() -> None:
     if args.keep_metrics and not record_path.is_file():
         parser.error(f"--keep-metrics: there is no entry {args.name!r} to keep them from")
     kept = json.loads(record_path.read_text())["metrics"] if args.keep_metrics else None
+    if args.metrics_from is not None:
+        if kept is not None:
+            parser.error("--keep-metrics and --metrics-from both choose the recorded metrics")
+        file_name, _, row = args.metrics_from.rpartition(":")
+        rows = json.loads(Path(file_name).read_text())
+        if row not in rows:
+            parser.error(
+                f"--metrics-from: {file_name} has no row {row!r} (rows: {', '.join(rows)})"
+            )
+        kept = rows[row]
     # a proposal cache folder is a path on the machine that trained the run: a zoo model
     # computes its proposals (Fast R-CNN's Selective Search) afresh
     model_config["kwargs"].pop("cache_dir", None)
@@ -106,6 +130,9 @@ def main() -> None:
             f"zoo:{args.name}", data=args.check_data, out=Path(scratch) / "shipped.json"
         )
     keys = [k for k in args.check_keys.split(",") if k] or [k for k in shipped if k != "num_images"]
+    if args.metrics_from is not None:
+        recorded = [k for k in args.record_keys.split(",") if k] or keys
+        kept = {k: kept[k] for k in recorded if k in kept}
     zoo_record["metrics"] = kept or {k: held_out[k] for k in keys if k in held_out}
     zoo_record["check"] = {
         "data": args.check_data,

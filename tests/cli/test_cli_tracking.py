@@ -32,6 +32,9 @@ def test_trackers_train_and_are_evaluated_on_sequences_and_otb_folders(tmp_path,
     assert {"success_auc", "precision", "norm_precision", "ao", "fps"} <= set(metrics)
     assert 0 <= metrics["success_auc"] <= 1
     assert (run / "predictions" / "val_0000.png").is_file()
+    if recipe == "sint":  # the recipe's measured defaults: the head's loss trains the trunk too
+        kwargs = json.loads((run / "config.json").read_text())["model"]["kwargs"]
+        assert kwargs["regression_head"] is True and kwargs["regression_trains_trunk"] is True
     otb = tmp_path / "otb"
     synth = ["data", "synth", "world-track:height=64,width=96,num_frames=6", "--out", str(otb)]
     assert runner.invoke(app, [*synth, "--num-images", "1", "--split", "val"]).exit_code == 0

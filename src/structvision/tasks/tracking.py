@@ -237,7 +237,12 @@ def _sequence_input(frames: Any, target: dict) -> dict:
 RECIPES["sint"] = Recipe(
     name="sint",
     summary="SINT: Siamese instance search tracker (no model update), trained on world-track",
-    setup=_setup("sint", build_sint, {"regression_head": True}, SINT_TRAINING),
+    setup=_setup(
+        "sint",
+        build_sint,
+        {"regression_head": True, "regression_trains_trunk": True},  # BENCHMARKS.md
+        SINT_TRAINING,
+    ),
     build_model=build_sint,
     build_evaluator=tracking_evaluator,
     collate_fn=collate_tracking,
