@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from structvision.evaluation.tracking import paired_iou
 from structvision.models.tracking.sint import (
@@ -184,8 +185,9 @@ def test_a_network_without_the_regression_head_cannot_regress():
         headed([pair], [target])
 
 
-def test_the_regression_loss_trains_the_head_alone():
-    model = sint_small(width=8, embedding=32, regression_head=True)
+def _regression_loss_backward(**settings) -> nn.Module:
+    """A SINT network with a regression head after one backward pass of its regression loss."""
+    model = sint_small(width=8, embedding=32, regression_head=True, **settings)
     box = torch.tensor([8.0, 8, 30, 30])
     target = {
         "query_box": box,
@@ -195,6 +197,11 @@ def test_the_regression_loss_trains_the_head_alone():
         "reg_boxes": torch.tensor([[10.0, 6, 34, 28]]),
     }
     model([torch.rand(6, 64, 64)], [target])["loss_box_reg"].backward()
+    return model
+
+
+def test_the_regression_loss_trains_the_head_alone():
+    model = _regression_loss_backward()
     head = {id(p) for p in model.regression_head.parameters()}
     assert all(
         p.grad is not None and p.grad.abs().sum() > 0 for p in model.regression_head.parameters()
@@ -204,17 +211,8 @@ def test_the_regression_loss_trains_the_head_alone():
 
 def test_the_regression_loss_may_train_the_trunk_too():
     torch.manual_seed(0)
-    model = sint_small(width=8, embedding=32, regression_head=True, regression_trains_trunk=True)
-    box = torch.tensor([8.0, 8, 30, 30])
-    target = {
-        "query_box": box,
-        "boxes": torch.tensor([[8.0, 8, 30, 30], [30.0, 30, 60, 60]]),
-        "labels": torch.tensor([1.0, 0.0]),
-        "box": box,
-        "reg_boxes": torch.tensor([[10.0, 6, 34, 28]]),
-    }
-    model([torch.rand(6, 64, 64)], [target])["loss_box_reg"].backward()
-    convs = [m for m in model.trunk.modules() if isinstance(m, torch.nn.Conv2d)]
+    model = _regression_loss_backward(regression_trains_trunk=True)
+    convs = [m for m in model.trunk.modules() if isinstance(m, nn.Conv2d)]
     assert all(conv.weight.grad is not None for conv in convs)
     assert convs[0].weight.grad.abs().sum() > 0  # the first layer learns where boxes lie
     assert all(p.grad.abs().sum() > 0 for p in model.fc.parameters())
