@@ -140,7 +140,7 @@ MODEL_OPTION_HELP = {
     "keypoint_subpixel": "refine each keypoint between pixels at its heatmap peak (true/false)",
     "keypoint_target_sigma": "train on Gaussian heatmap targets of this width in cells, centred "
     "exactly on each keypoint (0: one-hot cells, torchvision's)",
-    "keypoint_layers": "widths of the keypoint head's 3x3 convolutions, e.g. (128,)*8",
+    "keypoint_layers": "widths of the keypoint head's 3x3 convolutions, e.g. (128,128,128,128)",
     "keypoint_sigmas": "OKS sigmas stored with the model (for a new keypoint layout)",
     "trainable_upsampling": "FCN: learn the upsampling deconvolutions (else fixed bilinear)",
     "crf_loss_weight": "FCN: weight of the dense-CRF regularised loss (scribble training)",
