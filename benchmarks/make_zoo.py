@@ -79,6 +79,8 @@ def main() -> None:
         if kept is not None:
             parser.error("--keep-metrics and --metrics-from both choose the recorded metrics")
         file_name, _, row = args.metrics_from.rpartition(":")
+        if not Path(file_name).is_file():
+            parser.error(f"--metrics-from: no benchmark results file {file_name!r}")
         rows = json.loads(Path(file_name).read_text())
         if row not in rows:
             parser.error(
