@@ -75,6 +75,8 @@ def main() -> None:
     if args.keep_metrics and not record_path.is_file():
         parser.error(f"--keep-metrics: there is no entry {args.name!r} to keep them from")
     kept = json.loads(record_path.read_text())["metrics"] if args.keep_metrics else None
+    if args.record_keys and args.metrics_from is None:
+        parser.error("--record-keys chooses among the metrics of --metrics-from; give that too")
     if args.metrics_from is not None:
         if kept is not None:
             parser.error("--keep-metrics and --metrics-from both choose the recorded metrics")

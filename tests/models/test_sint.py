@@ -216,6 +216,8 @@ def test_the_regression_loss_may_train_the_trunk_too():
     assert all(conv.weight.grad is not None for conv in convs)
     assert convs[0].weight.grad.abs().sum() > 0  # the first layer learns where boxes lie
     assert all(p.grad.abs().sum() > 0 for p in model.fc.parameters())
+    with pytest.raises(ValueError, match="regression_trains_trunk"):
+        sint_small(width=8, regression_head=True, regression_trains_trunk="yes")
 
 
 def test_refinement_passes_and_the_motion_penalty():

@@ -204,7 +204,11 @@ class SINT(nn.Module):
             else None
         )
         self.regression_weight = regression_weight
-        self.regression_trains_trunk = bool(regression_trains_trunk)
+        if not isinstance(regression_trains_trunk, bool):
+            raise ValueError(
+                f"regression_trains_trunk must be true or false, got {regression_trains_trunk!r}"
+            )
+        self.regression_trains_trunk = regression_trains_trunk
         self.regression_head = None
         if regression_head:
             width = sum(channels[name] * pool_size**2 for name in self.layers[:-1])
