@@ -6,11 +6,14 @@ Normal rows (Fouhey's protocol, every pixel of the set pooled): ``normals`` (rec
 budget), ``from_true_depth`` (finite differences of the exact depth: the geometry's bound at
 this resolution), ``from_monodepth`` (of the zoo's Monodepth prediction). Intrinsic rows (MSE,
 LMSE, WHDR on 300 pairs per image drawn from the true albedo): ``intrinsic``, ``retinex``,
-``albedo_is_image``, and oracles ``true_albedo_noise_P``: the true albedo with every pixel
-multiplied by ``exp(P% * N(0, 1))`` (what WHDR asks of a prediction's precision).
+``albedo_is_image``, oracles ``true_albedo_noise_P``: the true albedo with every pixel
+multiplied by ``exp(P% * N(0, 1))`` (what WHDR asks of a prediction's precision), and the
+shipped ``zoo:intrinsic_world`` with its albedo as the image over its shading (``zoo_intrinsic``,
+the default) or from its albedo head (``zoo_intrinsic_head``).
 
     python benchmarks/bench_intrinsic.py --rows from_true_depth,from_monodepth,retinex,albedo_is_image
     python benchmarks/bench_intrinsic.py --rows true_albedo_noise_2,true_albedo_noise_5,true_albedo_noise_10
+    python benchmarks/bench_intrinsic.py --rows zoo_intrinsic,zoo_intrinsic_head
     python benchmarks/bench_intrinsic.py --rows normals,normals_joint,intrinsic --out runs/bench_intrinsic
     python benchmarks/bench_intrinsic.py --rows normals --resume   # after a SIGTERM
 """
@@ -36,12 +39,16 @@ ORACLE_NOISE = {
     "true_albedo_noise_5": 0.05,
     "true_albedo_noise_10": 0.10,
 }
-INTRINSIC_ROWS = ("intrinsic", "retinex", "albedo_is_image", *ORACLE_NOISE)
+ZOO_ROWS = ("zoo_intrinsic", "zoo_intrinsic_head")
+INTRINSIC_ROWS = ("intrinsic", "retinex", "albedo_is_image", *ORACLE_NOISE, *ZOO_ROWS)
 
 
 def _baseline(name: str, dataset) -> dict:
     evaluator = IntrinsicEvaluator() if name in INTRINSIC_ROWS else NormalEvaluator()
     depth_model = load_trained_model("zoo:monodepth_world")[1] if name == "from_monodepth" else None
+    intrinsic_model = load_trained_model("zoo:intrinsic_world")[1] if name in ZOO_ROWS else None
+    if intrinsic_model is not None:
+        intrinsic_model.albedo_from_image = name == "zoo_intrinsic"
     started = time.perf_counter()
     with torch.inference_mode():
         for index in range(len(dataset)):
@@ -58,6 +65,8 @@ def _baseline(name: str, dataset) -> dict:
                 noise = torch.randn(target["albedo"].shape[-2:], generator=generator)
                 albedo = target["albedo"] * torch.exp(ORACLE_NOISE[name] * noise)
                 prediction = {"albedo": albedo, "shading": target["shading"]}
+            elif intrinsic_model is not None:
+                prediction = {k: v.cpu() for k, v in intrinsic_model([image])[0].items()}
             elif name == "retinex":
                 albedo, shading = retinex(image)
                 prediction = {"albedo": albedo, "shading": shading.expand(3, -1, -1)}

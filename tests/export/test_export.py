@@ -153,6 +153,19 @@ def test_dense_heads_export_runs_mixed_sizes_one_size_at_a_time(tmp_path):
         _assert_same([expected[0], model([large])[0], expected[1]], got)
 
 
+def test_intrinsic_export_gives_the_albedo_of_eval_mode(tmp_path):
+    data = "world:height=32,width=64,num_images=2"
+    run = _train(tmp_path / "run", "intrinsic", data, "--set", "model.width=8")
+    report = export_model(run, out=tmp_path / "exported", data=data, num_images=1, check=True)
+    assert set(report.differences) == {"albedo", "shading"} and not report.failures()
+    _, model, _ = load_trained_model(run)
+    image = torch.rand(3, 40, 52, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected, got = model.cpu()([image]), load(tmp_path / "exported")([image])
+    _assert_same(expected, got)
+    torch.testing.assert_close(got[0]["albedo"] * got[0]["shading"], image)
+
+
 def test_depth_export_takes_the_camera_from_the_targets(tmp_path):
     data = "world-stereo:num_images=2,height=64,width=128"
     run = _train(tmp_path / "run", "monodepth", data, "--set", "model.width=8")

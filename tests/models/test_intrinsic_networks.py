@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from structvision.data.spec import build_dataset
@@ -57,3 +58,26 @@ def test_intrinsic_net_overfits_one_image():
         loss.backward()
         optimizer.step()
     assert score() < 0.5 * before
+
+
+def test_intrinsic_albedo_is_the_image_over_the_shading_unless_the_head_is_asked_for():
+    torch.manual_seed(0)
+    image, _ = _sample()
+    model = IntrinsicNet(width=8).eval()
+    with torch.no_grad():
+        prediction = model([image])[0]
+        raw = model.split(model.raw(image[None])[1])
+    torch.testing.assert_close(prediction["albedo"] * prediction["shading"], image)
+    torch.testing.assert_close(prediction["shading"], raw["shading"][0])
+    model.albedo_from_image = False
+    with torch.no_grad():
+        head = model([image])[0]
+    torch.testing.assert_close(head["albedo"], raw["albedo"][0])
+    assert not torch.allclose(head["albedo"] * head["shading"], image, atol=1e-2)
+    grey = IntrinsicNet(width=8, shading_channels=1).eval()
+    with torch.no_grad():
+        prediction = grey([image])[0]
+    assert prediction["albedo"].shape == image.shape and prediction["shading"].shape[0] == 1
+    torch.testing.assert_close(prediction["albedo"] * prediction["shading"], image)
+    with pytest.raises(ValueError, match="albedo_from_image"):
+        IntrinsicNet(width=8, albedo_from_image="yes")

@@ -62,14 +62,19 @@ class DepthGraph(nn.Module):
 
 
 class DenseHeadsGraph(nn.Module):
-    """The multi-scale network's heads (unit normals; positive depth, albedo, shading)."""
+    """The multi-scale network's heads (unit normals; positive depth, albedo, shading); the
+    intrinsic network's albedo as its eval mode gives it (the image over the shading when
+    ``albedo_from_image``)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        return tuple(self.model.split(self.model.raw(images)[1]).values())
+        outputs = self.model.split(self.model.raw(images)[1])
+        if getattr(self.model, "albedo_from_image", False):
+            outputs["albedo"] = images / outputs["shading"]
+        return tuple(outputs.values())
 
 
 class FlowGraph(nn.Module):

@@ -29,6 +29,7 @@ INTRINSIC_OPTIONS = (
     "shading_channels",
     "reconstruction_weight",
     "ordinal_weight",
+    "albedo_from_image",
     "pretrained",
 )
 

@@ -152,6 +152,8 @@ MODEL_OPTION_HELP = {
     "shading_channels": "intrinsic: shading channels, 3 (coloured light) or 1 (grey)",
     "reconstruction_weight": "intrinsic: weight of the log-domain reconstruction term",
     "ordinal_weight": "intrinsic: weight of the ordinal reflectance loss (IIW judgements)",
+    "albedo_from_image": "intrinsic: return the image divided by the predicted shading as the "
+    "albedo, so that their product is the image (true/false; false: the albedo head's output)",
     "pool_size": "SINT: RoI pooling output size per layer",
     "embedding": "SINT: width of the fully connected layer on the coarsest map (0: none)",
     "margin": "SINT: margin of the contrastive loss",

@@ -173,7 +173,15 @@ class NormalsNet(MultiScaleDense):
 
 
 class IntrinsicNet(MultiScaleDense):
-    """Albedo and shading whose product reconstructs the image (module docstring)."""
+    """Albedo and shading whose product reconstructs the image (module docstring).
+
+    With ``albedo_from_image`` (the default) the albedo returned in eval mode is the input image
+    divided by the predicted shading, so that ``image = albedo * shading`` holds exactly and the
+    albedo keeps the image's full-resolution detail, which the final scale (half resolution,
+    upsampled) blurs; the albedo head is still trained and shapes the shared features. Measured
+    on held-out ``world`` in BENCHMARKS.md. With ``False`` the albedo head's own output is
+    returned.
+    """
 
     def __init__(
         self,
@@ -182,21 +190,26 @@ class IntrinsicNet(MultiScaleDense):
         shading_channels: int = 3,
         reconstruction_weight: float = 0.5,
         ordinal_weight: float = 1.0,
+        albedo_from_image: bool = True,
     ) -> None:
         if shading_channels not in (1, 3):
             raise ValueError(f"shading_channels must be 1 (grey) or 3, got {shading_channels}")
+        if not isinstance(albedo_from_image, bool):
+            raise ValueError(f"albedo_from_image must be true or false, got {albedo_from_image!r}")
         super().__init__({"albedo": 3, "shading": shading_channels}, width=width)
         self.reconstruction_weight = reconstruction_weight
         self.ordinal_weight = ordinal_weight
+        self.albedo_from_image = albedo_from_image
 
     def forward(self, images: Any, targets: Sequence[dict] | None = None):
         batch = _stack(images)
         second, final = self.raw(batch)
         if not self.training:
             outputs = self.split(final)
+            # shading is exp(...) >= exp(-10), so the division is finite
+            albedo = batch / outputs["shading"] if self.albedo_from_image else outputs["albedo"]
             return [
-                {"albedo": outputs["albedo"][i], "shading": outputs["shading"][i]}
-                for i in range(len(batch))
+                {"albedo": albedo[i], "shading": outputs["shading"][i]} for i in range(len(batch))
             ]
         if targets is None:
             raise ValueError("targets must be given in training mode")
