@@ -223,6 +223,19 @@ def test_keypoint_head_widths_are_a_model_option_kept_in_the_run_config():
     rebuilt.load_state_dict(task.model.state_dict())  # the same tensors, name for name
 
 
+def test_a_new_keypoint_run_names_its_eight_layer_head_and_older_configs_keep_four():
+    recipe = get_recipe("keypoint_rcnn")
+    task = recipe.setup(data=POSE_DATA, val_data=None, model_overrides={"fpn_channels": 16})
+    assert list(task.model_config["kwargs"]["keypoint_layers"]) == [32] * 8
+    convs = [m for m in task.model.keypoint_branch.head if isinstance(m, torch.nn.Conv2d)]
+    assert [conv.out_channels for conv in convs] == [32] * 8
+    older = {k: v for k, v in task.model_config["kwargs"].items() if k != "keypoint_layers"}
+    older.pop("pretrained")
+    rebuilt = recipe.build_model(**older)  # a run from before the default changed
+    convs = [m for m in rebuilt.keypoint_branch.head if isinstance(m, torch.nn.Conv2d)]
+    assert [conv.out_channels for conv in convs] == [32] * 4
+
+
 def test_keypoint_recipe_flips_with_the_data_s_left_right_pairs():
     task = get_recipe("keypoint_rcnn").setup(
         data=POSE_DATA, val_data=None, model_overrides={"width": 8}

@@ -401,6 +401,11 @@ def setup_keypoint_rcnn(*, data: str, val_data: str | None, model_overrides: dic
     }
     if kwargs["arch"] == "small_fpn":  # heatmaps that reach joints just outside the box
         kwargs = {"keypoint_roi_expansion": 1.25, **kwargs}
+        # eight convolutions of twice the pyramid's width, as torchvision's head has (measured
+        # in BENCHMARKS.md); written into the run's config, so that runs made before this
+        # default (four convolutions, the builder's) still rebuild as they were trained
+        width = 2 * int(kwargs.get("fpn_channels", 64))
+        kwargs = {"keypoint_layers": (width,) * 8, **kwargs}
     # rank detections by their pose too; keypoints between pixels
     kwargs = {"keypoint_rescoring": True, "keypoint_subpixel": True, **kwargs}
     kwargs = small_model_defaults(kwargs)
