@@ -234,6 +234,10 @@ def test_a_new_keypoint_run_names_its_eight_layer_head_and_older_configs_keep_fo
     rebuilt = recipe.build_model(**older)  # a run from before the default changed
     convs = [m for m in rebuilt.keypoint_branch.head if isinstance(m, torch.nn.Conv2d)]
     assert [conv.out_channels for conv in convs] == [32] * 4
+    without = recipe.setup(data=POSE_DATA, val_data=None, model_overrides={"width": 8})
+    assert list(without.model_config["kwargs"]["keypoint_layers"]) == [128] * 8  # builder's 64
+    with pytest.raises(RecipeError, match=r"model\.fpn_channels"):
+        recipe.setup(data=POSE_DATA, val_data=None, model_overrides={"fpn_channels": "wide"})
 
 
 def test_keypoint_recipe_flips_with_the_data_s_left_right_pairs():

@@ -20,6 +20,7 @@ references; evaluation keeps them (COCOeval ignores detections matched to them).
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -404,8 +405,13 @@ def setup_keypoint_rcnn(*, data: str, val_data: str | None, model_overrides: dic
         # eight convolutions of twice the pyramid's width, as torchvision's head has (measured
         # in BENCHMARKS.md); written into the run's config, so that runs made before this
         # default (four convolutions, the builder's) still rebuild as they were trained
-        width = 2 * int(kwargs.get("fpn_channels", 64))
-        kwargs = {"keypoint_layers": (width,) * 8, **kwargs}
+        from structvision.models.detection.keypoint_rcnn import keypoint_rcnn_small_fpn
+
+        default = inspect.signature(keypoint_rcnn_small_fpn).parameters["fpn_channels"].default
+        channels = kwargs.get("fpn_channels", default)
+        if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+            raise RecipeError(f"model.fpn_channels must be a positive integer, got {channels!r}")
+        kwargs = {"keypoint_layers": (2 * channels,) * 8, **kwargs}
     # rank detections by their pose too; keypoints between pixels
     kwargs = {"keypoint_rescoring": True, "keypoint_subpixel": True, **kwargs}
     kwargs = small_model_defaults(kwargs)
