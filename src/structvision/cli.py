@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -563,18 +563,42 @@ def track(
         Path, typer.Option("--out", help="Folder for boxes.txt, frames/ and track.avi.")
     ],
     no_video: Annotated[bool, typer.Option("--no-video", help="Write no track.avi.")] = False,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A tracker setting: refine_steps=2, motion_penalty=0.1, scale_lr=0.5, ... "
+            "(the SINTTracker's or SiamFCTracker's keyword arguments).",
+        ),
+    ] = None,
 ) -> None:
     """Follow one object through a video: boxes as OTB text, the frames with their box."""
-    _track(run, source, init=init, out=out, video=not no_video)
+    from structvision.data.spec import parse_value
+
+    settings = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set {item!r} is not of the form name=value")
+        settings[key.strip()] = parse_value(value.strip())
+    _track(run, source, init=init, out=out, video=not no_video, settings=settings)
 
 
-def _track(run: str | Path, source: Path, *, init: str, out: Path, video: bool) -> None:
+def _track(
+    run: str | Path,
+    source: Path,
+    *,
+    init: str,
+    out: Path,
+    video: bool,
+    settings: dict[str, Any] | None = None,
+) -> None:
     from structvision import tasks
     from structvision.export import ExportError
     from structvision.tasks.tracking import run_track
 
     try:
-        result = run_track(run, source, init=init, out=out, video=video)
+        result = run_track(run, source, init=init, out=out, video=video, settings=settings)
     except (tasks.RecipeError, ExportError, ValueError, FileNotFoundError) as error:
         _fail(str(error))
     console.print(

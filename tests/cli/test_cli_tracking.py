@@ -110,6 +110,23 @@ def test_track_a_video_with_opencv_and_a_trained_sint(tmp_path):
     )
     assert with_sint.exit_code == 0, with_sint.output
     assert len((tmp_path / "s" / "boxes.txt").read_text().split()) == 8
+    # tracker settings: no refinement pass and no search radius pin the box to the first one
+    track_sint = ["track", str(run), str(video), "--init", "21,31,20,20", "--no-video"]
+    pinned = runner.invoke(
+        app,
+        [
+            *(*track_sint, "--out", str(tmp_path / "p"), "--set", "refine_steps=0"),
+            *("--set", "search_radius=0.0", "--set", "scales=(1.0,)"),
+        ],
+    )
+    assert pinned.exit_code == 0, pinned.output
+    assert set((tmp_path / "p" / "boxes.txt").read_text().split()) == {"21.00,31.00,20.00,20.00"}
+    for setting, named in [("refine_step=2", "refine_step"), ("top_k=0", "top_k")]:
+        wrong = runner.invoke(app, [*track_sint, "--out", str(tmp_path / "w"), "--set", setting])
+        assert wrong.exit_code == 2 and named in wrong.output, wrong.output
+    opencv = ["track", "opencv:csrt", str(video), "--init", "21,31,20,20", "--no-video"]
+    wrong = runner.invoke(app, [*opencv, "--out", str(tmp_path / "w"), "--set", "top_k=2"])
+    assert wrong.exit_code == 2 and "takes no tracker settings" in wrong.output
     # predict --track does what track does; predict without it names the option
     predicted = runner.invoke(
         app,

@@ -11,6 +11,7 @@ GOT-10k / LaSOT folder (``--data PATH``).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,10 @@ def tracker_for(run: str | Path, **settings: Any):
 
     text = str(run)
     if text.startswith("opencv:"):
+        if settings:
+            raise RecipeError(
+                f"{text} takes no tracker settings, got {', '.join(sorted(settings))}"
+            )
         try:
             return OpenCVTracker(text.removeprefix("opencv:"))
         except ValueError as error:
@@ -282,11 +287,21 @@ def tracker_for(run: str | Path, **settings: Any):
     from structvision.tasks.run import load_trained_model
 
     recipe, model, _ = load_trained_model(run)
-    if recipe.name == "sint":
-        return SINTTracker(model, **settings)
-    if recipe.name == "siamfc":
-        return SiamFCTracker(model, **settings)
-    raise RecipeError(f"{run} is a {recipe.name!r} model, not a tracker (sint, siamfc)")
+    trackers = {"sint": SINTTracker, "siamfc": SiamFCTracker}
+    if recipe.name not in trackers:
+        raise RecipeError(f"{run} is a {recipe.name!r} model, not a tracker (sint, siamfc)")
+    tracker = trackers[recipe.name]
+    known = [name for name in inspect.signature(tracker).parameters if name != "network"]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise RecipeError(
+            f"{', '.join(unknown)}: not a setting of the {recipe.name} tracker; "
+            f"its settings are {', '.join(known)}"
+        )
+    try:
+        return tracker(model, **settings)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"{recipe.name} tracker settings {settings}: {error}") from None
 
 
 def read_otb_box(text: str) -> Tensor:
@@ -303,9 +318,16 @@ def read_otb_box(text: str) -> Tensor:
 
 
 def run_track(
-    run: str | Path, source: str | Path, *, init: str, out: str | Path, video: bool = True
+    run: str | Path,
+    source: str | Path,
+    *,
+    init: str,
+    out: str | Path,
+    video: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Track from ``init`` (OTB ``x,y,w,h``) through a video file or a folder of frames.
+    """Track from ``init`` (OTB ``x,y,w,h``) through a video file or a folder of frames, with
+    the tracker's ``settings`` (:func:`tracker_for`).
 
     Writes ``OUT/boxes.txt`` (one OTB ``x,y,w,h`` line per frame, 1-based pixels, as
     ``groundtruth_rect.txt``), ``OUT/frames/0001.jpg ...`` (each frame with its box) and, with
@@ -330,7 +352,7 @@ def run_track(
         raise RecipeError(
             f"{source}: give a video file ({', '.join(VIDEO_SUFFIXES)}) or a folder of frames"
         )
-    tracker = tracker_for(run)
+    tracker = tracker_for(run, **(settings or {}))
     boxes, seconds = tracker.track(frames, read_otb_box(init))
     out = Path(out)
     (out / "frames").mkdir(parents=True, exist_ok=True)
