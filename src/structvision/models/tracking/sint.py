@@ -28,8 +28,9 @@ and never updated while tracking.
 
 Tracking (:class:`SINTTracker`): candidates on circles around the previous box centre (radius
 up to ``search_radius`` times the box's size, :func:`radius_candidates`) at three scales, all
-scored from one forward pass of the frame; the best one is the new box, refined by the learned
-head when the network has one. Optionally a ridge regression, fitted on the first frame only,
+scored from one forward pass of the frame, a candidate's similarity less a small penalty for
+its distance from the previous centre; the best one is the new box, refined by two passes of the
+learned head when the network has one. Optionally a ridge regression, fitted on the first frame only,
 refines the chosen box instead (SINT's box regression).
 """
 
@@ -335,6 +336,8 @@ class SINTTracker(Tracker):
         ridge: the regression's penalty, relative to the descriptors' spread (:func:`ridge_fit`).
         refine_steps: passes of the learned head per frame; each pass describes the box the
             previous one gave (on the frame's maps, already computed) and moves it again.
+            The defaults (two passes, ``motion_penalty`` 0.1) were chosen on tuning sequences
+            of ``world-track`` (seed 1) for the recipe's model (BENCHMARKS.md).
         refine_limits: the most one pass may move the box, as a fraction of its size, and
             change its log-size (larger steps compound into drift).
         motion_penalty: subtracted from a candidate's score times its squared distance from
@@ -359,9 +362,9 @@ class SINTTracker(Tracker):
         points_per_ring: int = 8,
         scales: Sequence[float] = (1 / 1.05, 1.0, 1.05),
         ridge: float = 1.0,
-        refine_steps: int = 1,
+        refine_steps: int = 2,
         refine_limits: tuple[float, float] = (0.25, 0.1),
-        motion_penalty: float = 0.0,
+        motion_penalty: float = 0.1,
         top_k: int = 1,
     ) -> None:
         if top_k < 1:
