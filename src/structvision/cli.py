@@ -390,21 +390,27 @@ def _model_errors() -> tuple[type[Exception], ...]:
 
 def _crf_parameters(crf: bool, crf_sets: list[str] | None) -> dict[str, float] | None:
     """``None`` (no CRF) or the CRF's keyword arguments from ``--crf-set name=value``."""
-    from structvision.data.spec import parse_value
     from structvision.models.segmentation.postprocess import check_crf_parameters
 
     if not crf and not crf_sets:
         return None
-    texts = {}
-    for item in crf_sets or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            _fail(f"--crf-set {item!r} is not of the form name=value")
-        texts[key.strip()] = parse_value(value.strip())
     try:
-        return check_crf_parameters(texts)
+        return check_crf_parameters(_name_values(crf_sets, "--crf-set"))
     except ValueError as error:
         _fail(f"--crf-set: {error}")
+
+
+def _name_values(items: list[str] | None, option: str) -> dict[str, Any]:
+    """``["name=value", ...]`` from a repeated ``option`` -> ``{name: parsed value}``."""
+    from structvision.data.spec import parse_value
+
+    values = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"{option} {item!r} is not of the form name=value")
+        values[key.strip()] = parse_value(value.strip())
+    return values
 
 
 @app.command("eval")
@@ -573,14 +579,7 @@ def track(
     ] = None,
 ) -> None:
     """Follow one object through a video: boxes as OTB text, the frames with their box."""
-    from structvision.data.spec import parse_value
-
-    settings = {}
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            _fail(f"--set {item!r} is not of the form name=value")
-        settings[key.strip()] = parse_value(value.strip())
+    settings = _name_values(sets, "--set")
     _track(run, source, init=init, out=out, video=not no_video, settings=settings)
 
 
