@@ -29,9 +29,9 @@ and never updated while tracking.
 Tracking (:class:`SINTTracker`): candidates on circles around the previous box centre (radius
 up to ``search_radius`` times the box's size, :func:`radius_candidates`) at three scales, all
 scored from one forward pass of the frame, a candidate's similarity less a small penalty for
-its distance from the previous centre; the best one is the new box, refined by two passes of the
-learned head when the network has one. Optionally a ridge regression, fitted on the first frame only,
-refines the chosen box instead (SINT's box regression).
+its distance from the previous centre; the best one is the new box, refined by two passes of
+the learned head when the network has one. Optionally a ridge regression, fitted on the first
+frame only, refines the chosen box instead (SINT's box regression).
 """
 
 from __future__ import annotations
