@@ -7,12 +7,15 @@ budget), ``from_true_depth`` (finite differences of the exact depth: the geometr
 this resolution), ``from_monodepth`` (of the zoo's Monodepth prediction). Intrinsic rows (MSE,
 LMSE, WHDR on 300 pairs per image drawn from the true albedo): ``intrinsic``, ``retinex``,
 ``albedo_is_image``, oracles ``true_albedo_noise_P``: the true albedo with every pixel
-multiplied by ``exp(P% * N(0, 1))`` (what WHDR asks of a prediction's precision), and the
+multiplied by ``exp(P% * N(0, 1))`` (what WHDR asks of a prediction's precision),
+``true_shading_blur_F``: the albedo as the image over the true shading averaged over FxF
+blocks and upsampled bilinearly (what a shading exact but coarse gives), and the
 shipped ``zoo:intrinsic_world`` with its albedo as the image over its shading (``zoo_intrinsic``,
 the default) or from its albedo head (``zoo_intrinsic_head``).
 
     python benchmarks/bench_intrinsic.py --rows from_true_depth,from_monodepth,retinex,albedo_is_image
     python benchmarks/bench_intrinsic.py --rows true_albedo_noise_2,true_albedo_noise_5,true_albedo_noise_10
+    python benchmarks/bench_intrinsic.py --rows true_shading_blur_2,true_shading_blur_4,true_shading_blur_8
     python benchmarks/bench_intrinsic.py --rows zoo_intrinsic,zoo_intrinsic_head
     python benchmarks/bench_intrinsic.py --rows normals,normals_joint,intrinsic --out runs/bench_intrinsic
     python benchmarks/bench_intrinsic.py --rows normals --resume   # after a SIGTERM
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from structvision.data.spec import build_dataset
 from structvision.engine.signals import TrainingInterrupted
@@ -39,8 +43,16 @@ ORACLE_NOISE = {
     "true_albedo_noise_5": 0.05,
     "true_albedo_noise_10": 0.10,
 }
+SHADING_BLUR = {"true_shading_blur_2": 2, "true_shading_blur_4": 4, "true_shading_blur_8": 8}
 ZOO_ROWS = ("zoo_intrinsic", "zoo_intrinsic_head")
-INTRINSIC_ROWS = ("intrinsic", "retinex", "albedo_is_image", *ORACLE_NOISE, *ZOO_ROWS)
+INTRINSIC_ROWS = (
+    "intrinsic",
+    "retinex",
+    "albedo_is_image",
+    *ORACLE_NOISE,
+    *SHADING_BLUR,
+    *ZOO_ROWS,
+)
 
 
 def _baseline(name: str, dataset) -> dict:
@@ -65,6 +77,12 @@ def _baseline(name: str, dataset) -> dict:
                 noise = torch.randn(target["albedo"].shape[-2:], generator=generator)
                 albedo = target["albedo"] * torch.exp(ORACLE_NOISE[name] * noise)
                 prediction = {"albedo": albedo, "shading": target["shading"]}
+            elif name in SHADING_BLUR:  # the true shading, coarse: block means, upsampled
+                blocks = F.avg_pool2d(target["shading"][None], SHADING_BLUR[name])
+                shading = F.interpolate(
+                    blocks, size=image.shape[-2:], mode="bilinear", align_corners=False
+                )[0]
+                prediction = {"albedo": image / shading, "shading": shading}
             elif intrinsic_model is not None:
                 prediction = {k: v.cpu() for k, v in intrinsic_model([image])[0].items()}
             elif name == "retinex":
