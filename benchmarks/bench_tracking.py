@@ -19,6 +19,13 @@ Tracker settings are chosen on other sequences than the held-out ones (``--seed 
 
     python benchmarks/bench_tracking.py --rows sint --sint zoo:sint_world --seed 1 \
         --sequences 20 --sint-variants '{"two_passes": {"refine_steps": 2}}'
+
+and each ``--siamfc-variants`` entry a row ``siamfc:NAME`` of the SiamFC tracker.
+
+Every row's per-sequence success AUC is kept in ``results.json``; each row after the first is
+compared with the first on the same sequences: the mean of the per-sequence differences with
+its standard error, and on how many sequences the row is ahead. Sequences differ far more than
+trackers do, so a difference smaller than about two standard errors is not one to choose by.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ ROWS = ("sint", "sint_plain", "sint_regression", "sint_update", "siamfc", "csrt"
 def _tracker(name: str, args: argparse.Namespace):
     if name.startswith("sint:"):
         return tracker_for(args.sint, **args.sint_variants[name.removeprefix("sint:")])
+    if name.startswith("siamfc:"):
+        return tracker_for(args.siamfc, **args.siamfc_variants[name.removeprefix("siamfc:")])
     if name in ("csrt", "kcf", "mil"):
         return tracker_for(f"opencv:{name}")
     if name.startswith("sint"):
@@ -55,6 +64,20 @@ def _tracker(name: str, args: argparse.Namespace):
     if args.siamfc is None:
         raise SystemExit("--rows siamfc needs --siamfc RUN")
     return tracker_for(args.siamfc)
+
+
+def paired_difference(values: list[float], reference: list[float]) -> dict[str, float]:
+    """Mean of ``values - reference`` (per sequence), its standard error and the share of
+    sequences where ``values`` is ahead."""
+    differences = torch.tensor(values, dtype=torch.float64) - torch.tensor(
+        reference, dtype=torch.float64
+    )
+    error = differences.std() / len(differences) ** 0.5 if len(differences) > 1 else float("nan")
+    return {
+        "mean": round(float(differences.mean()), 4),
+        "standard_error": round(float(error), 4),
+        "ahead": round(float((differences > 0).double().mean()), 3),
+    }
 
 
 def main() -> None:
@@ -81,6 +104,12 @@ def main() -> None:
         default={},
         help='JSON {"NAME": {SETTING: VALUE}}: adds a row sint:NAME per entry (SINTTracker settings)',
     )
+    parser.add_argument(
+        "--siamfc-variants",
+        type=json.loads,
+        default={},
+        help='JSON {"NAME": {SETTING: VALUE}}: adds a row siamfc:NAME per entry (SiamFCTracker settings)',
+    )
     args = parser.parse_args()
     rows = args.rows.split(",")
     unknown = [row for row in rows if row not in ROWS]
@@ -88,7 +117,10 @@ def main() -> None:
         parser.error(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
     if args.sint_variants and args.sint is None:
         parser.error("--sint-variants needs --sint RUN")
+    if args.siamfc_variants and args.siamfc is None:
+        parser.error("--siamfc-variants needs --siamfc RUN")
     rows += [f"sint:{name}" for name in args.sint_variants]
+    rows += [f"siamfc:{name}" for name in args.siamfc_variants]
     torch.set_num_threads(args.threads)
     spec = f"world-track:num_images={args.sequences},num_frames={args.frames}"
     spec += f",seed={args.seed}" if args.seed else ""
@@ -110,7 +142,7 @@ def main() -> None:
             args.cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"spec": spec, "sequences": sequences}, args.cache)
     args.out.mkdir(parents=True, exist_ok=True)
-    curves = {}
+    curves, per_sequence = {}, {}
     for name in rows:
         evaluator = TrackingEvaluator()
         tracker = _tracker(name, args)  # init() starts each sequence afresh
@@ -119,8 +151,17 @@ def main() -> None:
             evaluator.update([target], [{"boxes": boxes, "seconds_per_frame": seconds}])
         metrics = {key: round(value, 4) for key, value in evaluator.compute().items()}
         curves[name] = evaluator.curves()
+        per_sequence[name] = [sum(r["success"]) / len(r["success"]) for r in evaluator.records]
         result = {"data": spec, **metrics}
-        print(json.dumps({name: result}), flush=True)
+        if len(per_sequence) > 1:
+            result[f"against {rows[0]}"] = paired_difference(
+                per_sequence[name], per_sequence[rows[0]]
+            )
+        result["per_sequence_auc"] = [round(value, 4) for value in per_sequence[name]]
+        print(
+            json.dumps({name: {k: v for k, v in result.items() if k != "per_sequence_auc"}}),
+            flush=True,
+        )
         path = args.out / "results.json"
         results = json.loads(path.read_text()) if path.is_file() else {}
         results[name] = result

@@ -424,19 +424,35 @@ def evaluate(
     crf_sets: CrfSets = None,
     tta: TtaFlag = False,
     backend: BackendOption = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A tracker setting of a sint or siamfc model: refine_steps=2, scale_lr=0.5, "
+            "... (as for structvision track).",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a trained or exported model on a dataset; prints a table and writes JSON."""
     from structvision import tasks
 
     crf_parameters = _crf_parameters(crf, crf_sets)
+    settings = _name_values(sets, "--set")
     try:
         metrics = tasks.run_eval(
-            run, data=data, out=out, crf=crf_parameters, tta=tta, backend=backend
+            run,
+            data=data,
+            out=out,
+            crf=crf_parameters,
+            tta=tta,
+            backend=backend,
+            tracker_settings=settings,
         )
     except _model_errors() as error:
         _fail(str(error))
     title = f"evaluation of {run}" + (" with flip TTA" if tta else "")
     title += " with the dense CRF" if crf_parameters is not None else ""
+    title += f" with tracker settings {settings}" if settings else ""
     print_metrics(title, metrics)
 
 

@@ -9,6 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from structvision.cli import app
+from structvision.data.spec import build_dataset
+from structvision.evaluation.tracking import TrackingEvaluator
+from structvision.tasks.tracking import tracker_for
 
 runner = CliRunner()
 
@@ -45,6 +48,28 @@ def test_trackers_train_and_are_evaluated_on_sequences_and_otb_folders(tmp_path,
     scored = json.loads((tmp_path / "e.json").read_text())["metrics"]
     # the same sequence, written as JPEG frames: close to the generated one's score
     assert abs(scored["success_auc"] - metrics["success_auc"]) < 0.2
+    # tracker settings: scored as the Python tracker with them scores; SINT's pin the box
+    pin = {
+        "sint": {"refine_steps": 0, "search_radius": 0.0, "scales": (1.0,)},
+        "siamfc": {"window_influence": 1.0, "scale_step": 1.0},
+    }[recipe]
+    sets = [part for key, value in pin.items() for part in ("--set", f"{key}={value}")]
+    pinned = runner.invoke(
+        app, ["eval", str(run), "--data", VAL, "--out", str(tmp_path / "p.json"), *sets]
+    )
+    assert pinned.exit_code == 0, pinned.output
+    record = json.loads((tmp_path / "p.json").read_text())
+    assert set(record["tracker_settings"]) == set(pin)
+    frames, target = build_dataset(VAL, split="val", modality="tracking")[0]
+    boxes, _ = tracker_for(run, **pin).track(frames, target["boxes"][0])
+    expected = [boxes] + ([target["boxes"][:1].expand(len(frames), 4)] if recipe == "sint" else [])
+    for predicted in expected:
+        evaluator = TrackingEvaluator()
+        evaluator.update([target], [{"boxes": predicted}])
+        for key in ("success_auc", "precision", "ao"):
+            assert record["metrics"][key] == pytest.approx(evaluator.compute()[key], abs=1e-6)
+    wrong = runner.invoke(app, ["eval", str(run), "--data", VAL, "--set", "refine_step=2"])
+    assert wrong.exit_code == 2 and "refine_step" in wrong.output, wrong.output
 
 
 def test_track_a_video_with_opencv_and_a_trained_sint(tmp_path):
@@ -124,6 +149,10 @@ def test_track_a_video_with_opencv_and_a_trained_sint(tmp_path):
     for setting, named in [("refine_step=2", "refine_step"), ("top_k=0", "top_k")]:
         wrong = runner.invoke(app, [*track_sint, "--out", str(tmp_path / "w"), "--set", setting])
         assert wrong.exit_code == 2 and named in wrong.output, wrong.output
+    not_a_tracker = runner.invoke(
+        app, ["eval", "zoo:fcn32s_shapes", "--data", "shapes:num_images=1", "--set", "top_k=2"]
+    )
+    assert not_a_tracker.exit_code == 2 and "not a tracker" in not_a_tracker.output
     opencv = ["track", "opencv:csrt", str(video), "--init", "21,31,20,20", "--no-video"]
     wrong = runner.invoke(app, [*opencv, "--out", str(tmp_path / "w"), "--set", "top_k=2"])
     assert wrong.exit_code == 2 and "takes no tracker settings" in wrong.output

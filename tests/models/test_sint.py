@@ -290,3 +290,26 @@ def test_top_k_takes_the_mean_of_the_best_candidates():
     assert torch.allclose(got, want, atol=1e-4)
     with pytest.raises(ValueError, match="top_k"):
         SINTTracker(model, top_k=0)
+
+
+def test_small_targets_are_tracked_on_enlarged_frames():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    images, truth = _scene(frames=2)  # a 24 x 24 target
+    model = sint_small(width=8, embedding=32, regression_head=False).eval()
+    for wanted, limit, factor in ((36, 2.0, 1.5), (100, 2.0, 2.0), (10, 2.0, 1.0), (0, 2.0, 1.0)):
+        tracker = SINTTracker(model, min_target_side=wanted, max_upscale=limit)
+        tracker.init(images[0], truth[0])
+        assert tracker._upscale == pytest.approx(factor)
+    tracker = SINTTracker(model, min_target_side=48, learned_regression=False)
+    tracker.init(images[0], truth[0])
+    # the query: the box, doubled, on the frame enlarged twice
+    with torch.no_grad():
+        enlarged = F.interpolate(images[0][None], size=(192, 256), mode="bilinear")
+        want = model.describe(model.feature_maps(enlarged), [truth[0].float()[None] * 2])
+    assert torch.allclose(tracker._query, want, atol=1e-5)
+    # on the same frame the best candidate is the query box, returned in the frame's pixels
+    assert torch.allclose(tracker.update(images[0]), truth[0], atol=1e-4)
+    with pytest.raises(ValueError, match="max_upscale"):
+        SINTTracker(model, max_upscale=0.5)

@@ -454,6 +454,7 @@ def run_eval(
     crf: dict[str, float] | None = None,
     tta: bool = False,
     backend: str | None = None,
+    tracker_settings: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Evaluate the model of ``run`` on ``data``; metrics are written as JSON and returned.
 
@@ -463,7 +464,9 @@ def run_eval(
     parameters, ``{}`` for its defaults) refines semantic segmentations with the dense CRF
     before they are scored. ``tta`` averages an R-CNN over each image and its mirror image
     (:class:`~structvision.models.detection.tta.FlipTTA`; ``<data>.tta.json``). ``run`` may
-    be an exported model, run on ``backend`` (see `load_trained_model`).
+    be an exported model, run on ``backend`` (see `load_trained_model`). ``tracker_settings``
+    are a sint or siamfc model's tracker keyword arguments (checked as
+    :func:`~structvision.tasks.tracking.tracker_for` checks them; ``<data>.<settings>.json``).
     """
     from structvision.engine import evaluate
     from structvision.engine.files import write_json_atomic
@@ -471,12 +474,19 @@ def run_eval(
     recipe, model, model_config = load_trained_model(run, backend=backend)
     model = _with_tta(model, recipe, model_config, tta)
     model = _with_crf(model, recipe, crf)
+    if tracker_settings:
+        from structvision.tasks.tracking import with_tracker_settings
+
+        model = with_tracker_settings(recipe.name, str(run), model, tracker_settings)
     dataset = build_dataset(data, split="val", modality=recipe.data_modality)
     evaluator = recipe.evaluator_for(dataset, model_config)
     metrics = evaluate(
         model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
     )
-    suffix = (".tta" if tta else "") + (".crf" if crf is not None else "") + ".json"
+    suffix = (".tta" if tta else "") + (".crf" if crf is not None else "")
+    if tracker_settings:
+        suffix += "." + _slug(",".join(f"{k}={v}" for k, v in sorted(tracker_settings.items())))
+    suffix += ".json"
     from structvision.zoo import is_zoo_name
 
     # a zoo entry lives inside the package: its results go to ./zoo-eval/NAME/ instead
@@ -488,6 +498,8 @@ def run_eval(
         record["crf"] = crf
     if tta:
         record["tta"] = "flip"
+    if tracker_settings:
+        record["tracker_settings"] = tracker_settings
     write_json_atomic(target, record)
     if hasattr(evaluator, "results_json"):
         evaluator.results_json(target.with_name(target.stem + ".predictions.json"))

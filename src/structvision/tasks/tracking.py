@@ -272,7 +272,7 @@ RECIPES["siamfc"] = Recipe(
 def tracker_for(run: str | Path, **settings: Any):
     """A tracker by name: ``opencv:csrt`` (``kcf``, ``mil``), or a run / checkpoint / ``zoo:NAME``
     of the ``sint`` or ``siamfc`` recipe (``settings`` go to its tracker)."""
-    from structvision.models.tracking import OpenCVTracker, SiamFCTracker, SINTTracker
+    from structvision.models.tracking import OpenCVTracker
 
     text = str(run)
     if text.startswith("opencv:"):
@@ -287,21 +287,36 @@ def tracker_for(run: str | Path, **settings: Any):
     from structvision.tasks.run import load_trained_model
 
     recipe, model, _ = load_trained_model(run)
+    return _tracker(recipe.name, str(run), model, settings)
+
+
+def _tracker(recipe: str, run: str, model: nn.Module, settings: dict[str, Any]):
+    """``model``'s tracker with ``settings``; unknown names and bad values raise `RecipeError`."""
+    from structvision.models.tracking import SiamFCTracker, SINTTracker
+
     trackers = {"sint": SINTTracker, "siamfc": SiamFCTracker}
-    if recipe.name not in trackers:
-        raise RecipeError(f"{run} is a {recipe.name!r} model, not a tracker (sint, siamfc)")
-    tracker = trackers[recipe.name]
+    if recipe not in trackers:
+        raise RecipeError(f"{run} is a {recipe!r} model, not a tracker (sint, siamfc)")
+    tracker = trackers[recipe]
     known = [name for name in inspect.signature(tracker).parameters if name != "network"]
     unknown = sorted(set(settings) - set(known))
     if unknown:
         raise RecipeError(
-            f"{', '.join(unknown)}: not a setting of the {recipe.name} tracker; "
+            f"{', '.join(unknown)}: not a setting of the {recipe} tracker; "
             f"its settings are {', '.join(known)}"
         )
     try:
         return tracker(model, **settings)
     except (TypeError, ValueError) as error:
-        raise RecipeError(f"{recipe.name} tracker settings {settings}: {error}") from None
+        raise RecipeError(f"{recipe} tracker settings {settings}: {error}") from None
+
+
+def with_tracker_settings(recipe: str, run: str, model: nn.Module, settings: dict[str, Any]):
+    """``model`` (a sint or siamfc network) set to track with ``settings`` when it evaluates
+    sequences (``structvision eval --set``), checked as :func:`tracker_for` checks them."""
+    _tracker(recipe, run, model, settings)
+    model.tracker_settings = dict(settings)
+    return model
 
 
 def read_otb_box(text: str) -> Tensor:

@@ -102,6 +102,8 @@ class SiamFC(nn.Module):
         self.search_size = search_size
         self.radius = radius
         self.response_scale = response_scale
+        #: keyword arguments of the :class:`SiamFCTracker` that evaluation tracks with
+        self.tracker_settings: dict[str, Any] = {}
         self.register_buffer(
             "mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False
         )
@@ -126,11 +128,13 @@ class SiamFC(nn.Module):
         """Training: ``images`` are ``(3, E, E)`` exemplar and ``(3, S, S)`` search crops
         stacked per sample as a dict ``{"exemplar", "search"}`` or targets holding them;
         returns ``{"loss_logistic"}``. Eval: sequences ``{"frames", "init_box"}`` ->
-        ``[{"boxes", "seconds_per_frame"}]``."""
+        ``[{"boxes", "seconds_per_frame"}]``, tracked by a :class:`SiamFCTracker` with
+        ``tracker_settings`` (empty: its defaults)."""
         if not self.training:
             results = []
             for sequence in images:
-                boxes, seconds = SiamFCTracker(self).track(sequence["frames"], sequence["init_box"])
+                tracker = SiamFCTracker(self, **self.tracker_settings)
+                boxes, seconds = tracker.track(sequence["frames"], sequence["init_box"])
                 results.append({"boxes": boxes.float(), "seconds_per_frame": torch.tensor(seconds)})
             return results
         exemplars = torch.stack([sample["exemplar"] for sample in images])

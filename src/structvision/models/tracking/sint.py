@@ -189,6 +189,8 @@ class SINT(nn.Module):
         if pooler not in ("align", "pool"):
             raise ValueError(f"pooler must be 'align' or 'pool', got {pooler!r}")
         self.trunk = trunk
+        #: keyword arguments of the :class:`SINTTracker` that evaluation tracks with
+        self.tracker_settings: dict[str, Any] = {}
         self.layers = tuple(layers)
         self.strides = {name: strides[name] for name in self.layers}
         self.pool_size = pool_size
@@ -260,11 +262,13 @@ class SINT(nn.Module):
         and ``targets[i]`` holds ``query_box (4,)``, ``boxes (N, 4)`` in the search frame and
         ``labels (N,)``: returns ``{"loss_contrastive"}``. Eval: ``images`` are sequences
         ``{"frames": (T, 3, H, W), "init_box": (4,)}``: returns ``[{"boxes": (T, 4),
-        "seconds_per_frame"}]`` tracked with :class:`SINTTracker`'s defaults."""
+        "seconds_per_frame"}]`` tracked by a :class:`SINTTracker` with ``tracker_settings``
+        (empty: its defaults)."""
         if not self.training:
             results = []
             for sequence in images:
-                boxes, seconds = SINTTracker(self).track(sequence["frames"], sequence["init_box"])
+                tracker = SINTTracker(self, **self.tracker_settings)
+                boxes, seconds = tracker.track(sequence["frames"], sequence["init_box"])
                 results.append({"boxes": boxes.float(), "seconds_per_frame": torch.tensor(seconds)})
             return results
         if targets is None:
@@ -346,6 +350,11 @@ class SINTTracker(Tracker):
         top_k: the chosen box is the mean of the ``top_k`` best-scoring candidates (MDNet's
             rule, finer than the candidates' grid; 1: SINT's argmax), described again before
             the regression refines it.
+        min_target_side: frames are enlarged (bilinearly, by one factor per sequence, at most
+            ``max_upscale``) so that the first box's side ``sqrt(w h)`` is at least this many
+            pixels: a small target then spans more cells of the stride-8 map (0: frames as
+            given).
+        max_upscale: the largest enlargement ``min_target_side`` may ask for.
     """
 
     name = "sint"
@@ -366,6 +375,8 @@ class SINTTracker(Tracker):
         refine_limits: tuple[float, float] = (0.25, 0.1),
         motion_penalty: float = 0.1,
         top_k: int = 1,
+        min_target_side: float = 0.0,
+        max_upscale: float = 2.0,
     ) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -389,6 +400,14 @@ class SINTTracker(Tracker):
         self.refine_limits = (float(refine_limits[0]), float(refine_limits[1]))
         self.motion_penalty = float(motion_penalty)
         self.top_k = int(top_k)
+        if min_target_side < 0 or max_upscale < 1:
+            raise ValueError(
+                "min_target_side must not be negative and max_upscale must be at least 1, got "
+                f"{min_target_side}, {max_upscale}"
+            )
+        self.min_target_side = float(min_target_side)
+        self.max_upscale = float(max_upscale)
+        self._upscale = 1.0
         self._query: Tensor | None = None
         self._box: Tensor | None = None
         self._regressor: tuple[Tensor, Tensor] | None = None
@@ -399,13 +418,25 @@ class SINTTracker(Tracker):
 
     @torch.no_grad()
     def _describe(self, image: Tensor, boxes: Tensor) -> Tensor:
-        maps = self.network.feature_maps(image[None].to(self._device()))
-        return self.network.describe(maps, [boxes.float().to(self._device())])
+        return self._on(self._maps(image), boxes)
+
+    def _maps(self, image: Tensor) -> dict[str, Tensor]:
+        """The frame's feature maps, the frame enlarged by the sequence's factor first."""
+        batch = image[None].to(self._device())
+        if self._upscale != 1.0:
+            height, width = batch.shape[-2:]
+            size = (round(height * self._upscale), round(width * self._upscale))
+            batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+        return self.network.feature_maps(batch)
 
     @torch.no_grad()
     def init(self, image: Tensor, box: Tensor | Sequence[float]) -> None:
         start = as_box(box)
         self._size = tuple(image.shape[-2:])
+        side = float((start[2:] - start[:2]).prod().clamp(min=1e-6).sqrt())
+        self._upscale = 1.0
+        if self.min_target_side > 0:
+            self._upscale = min(max(1.0, self.min_target_side / side), self.max_upscale)
         self._query = self._describe(image, start[None])
         self._box = start
         self._regressor = None
@@ -438,7 +469,7 @@ class SINTTracker(Tracker):
         inside &= (candidates[:, 3] > 0) & (candidates[:, 1] < height)
         if inside.any():
             candidates = candidates[inside]
-        maps = self.network.feature_maps(image[None].to(self._device()))
+        maps = self._maps(image)
         descriptors = self._on(maps, candidates)
         scores = (descriptors @ self._query[0]).cpu()
         if self.motion_penalty:
@@ -466,7 +497,9 @@ class SINTTracker(Tracker):
         return chosen.clone()
 
     def _on(self, maps: dict[str, Tensor], boxes: Tensor) -> Tensor:
-        return self.network.describe(maps, [boxes.float().to(self._device())])
+        """Descriptors of ``boxes`` (frame pixels) on a frame's :meth:`_maps`."""
+        scaled = boxes.float() * self._upscale if self._upscale != 1.0 else boxes.float()
+        return self.network.describe(maps, [scaled.to(self._device())])
 
     def _squared_distances(self, candidates: Tensor) -> Tensor:
         """Each candidate centre's squared distance from the previous box's centre, in units of
