@@ -13,10 +13,11 @@ the search crop, stride 8: 2 cells) of the centre are positives, the others nega
 logistic loss is weighted so positives and negatives count equally.
 
 Tracking: the search crop at three scales ``1.0375^{-1, 0, 1}`` of the previous size, the two
-changed scales' scores multiplied by 0.9745 (scale penalty); the best scale's map upsampled 16x
-(bicubic), normalised, mixed with a cosine (Hann) window (weight 0.176); its peak moves the
-centre; the size follows the best scale with a learning rate of 0.59. The exemplar is never
-updated.
+changed scales' scores multiplied by a scale penalty (the paper's 0.9745; 1, none, by default
+here: chosen on tuning sequences of ``world-track`` and confirmed on the held-out ones,
+BENCHMARKS.md); the best scale's map upsampled 16x (bicubic), normalised, mixed with a cosine
+(Hann) window (weight 0.176); its peak moves the centre; the size follows the best scale with a
+learning rate of 0.59. The exemplar is never updated.
 
 The embedding is an AlexNet-like stack without padding (five convolutions, stride 8 in all),
 its channels scaled by ``width`` (``width=1.0``: the paper's 96, 256, 384, 384, 256).
@@ -164,7 +165,7 @@ class SiamFCTracker(Tracker):
         network: SiamFC,
         *,
         scale_step: float = 1.0375,
-        scale_penalty: float = 0.9745,
+        scale_penalty: float = 1.0,
         scale_lr: float = 0.59,
         window_influence: float = 0.176,
         upsample: int = 16,
