@@ -95,7 +95,7 @@ class DemoSettings:
                 num_samples=8,
                 num_speed_images=30,
                 num_coco_images=12,
-                zoo_images=12,
+                zoo_images=8,
                 num_shown=4,
                 num_sequences=1,
                 sequence_frames=20,
