@@ -353,7 +353,8 @@ class SINTTracker(Tracker):
         min_target_side: frames are enlarged (bilinearly, by one factor per sequence, at most
             ``max_upscale``) so that the first box's side ``sqrt(w h)`` is at least this many
             pixels: a small target then spans more cells of the stride-8 map (0: frames as
-            given).
+            given, the default: at 40 px it won on ``world-track``'s tuning sequences and lost
+            on the held-out ones, BENCHMARKS.md).
         max_upscale: the largest enlargement ``min_target_side`` may ask for.
     """
 
