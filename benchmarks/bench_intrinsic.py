@@ -11,12 +11,20 @@ multiplied by ``exp(P% * N(0, 1))`` (what WHDR asks of a prediction's precision)
 ``true_shading_blur_F``: the albedo as the image over the true shading averaged over FxF
 blocks and upsampled bilinearly (what a shading exact but coarse gives), and the
 shipped ``zoo:intrinsic_world`` with its albedo as the image over its shading (``zoo_intrinsic``,
-the default) or from its albedo head (``zoo_intrinsic_head``).
+the default) or from its albedo head (``zoo_intrinsic_head``); its shading relit under a global Lambertian
+light fitted to it (``relight_shading``) with the normals of ``zoo:normals_world``, one light
+(``zoo_intrinsic_relit``) or two (``zoo_intrinsic_relit_2``), or with the true normals
+(``zoo_intrinsic_relit_true_normals``); the true shading relit the same way, two lights, true
+normals (``true_shading_relit``: what the lighting model itself loses). ``intrinsic_model`` scores
+``--intrinsic-model`` (a run or zoo entry) without relighting, ``intrinsic_model_relit`` relit
+with its own normals head (``model.with_normals``).
 
     python benchmarks/bench_intrinsic.py --rows from_true_depth,from_monodepth,retinex,albedo_is_image
     python benchmarks/bench_intrinsic.py --rows true_albedo_noise_2,true_albedo_noise_5,true_albedo_noise_10
     python benchmarks/bench_intrinsic.py --rows true_shading_blur_2,true_shading_blur_4,true_shading_blur_8
     python benchmarks/bench_intrinsic.py --rows zoo_intrinsic,zoo_intrinsic_head
+    python benchmarks/bench_intrinsic.py --rows zoo_intrinsic_relit,zoo_intrinsic_relit_2
+    python benchmarks/bench_intrinsic.py --rows intrinsic_model,intrinsic_model_relit --intrinsic-model RUN
     python benchmarks/bench_intrinsic.py --rows normals,normals_joint,intrinsic --out runs/bench_intrinsic
     python benchmarks/bench_intrinsic.py --rows normals --resume   # after a SIGTERM
 """
@@ -34,7 +42,7 @@ import torch.nn.functional as F
 from structvision.data.spec import build_dataset
 from structvision.engine.signals import TrainingInterrupted
 from structvision.evaluation.intrinsic import IntrinsicEvaluator, NormalEvaluator
-from structvision.models.intrinsic import normals_from_depth, retinex
+from structvision.models.intrinsic import normals_from_depth, relight_shading, retinex
 from structvision.tasks import load_trained_model, run_train
 
 NORMAL_ROWS = ("normals", "normals_joint", "from_true_depth", "from_monodepth")
@@ -45,6 +53,15 @@ ORACLE_NOISE = {
 }
 SHADING_BLUR = {"true_shading_blur_2": 2, "true_shading_blur_4": 4, "true_shading_blur_8": 8}
 ZOO_ROWS = ("zoo_intrinsic", "zoo_intrinsic_head")
+# --intrinsic-model as it is, or relit with its own normals head
+MODEL_ROWS = ("intrinsic_model", "intrinsic_model_relit")
+# shading relit under a fitted global light: (lights, normals from, shading from)
+RELIT = {
+    "zoo_intrinsic_relit": (1, "zoo:normals_world", "zoo:intrinsic_world"),
+    "zoo_intrinsic_relit_2": (2, "zoo:normals_world", "zoo:intrinsic_world"),
+    "zoo_intrinsic_relit_true_normals": (1, "true", "zoo:intrinsic_world"),
+    "true_shading_relit": (2, "true", "true"),
+}
 INTRINSIC_ROWS = (
     "intrinsic",
     "retinex",
@@ -52,15 +69,30 @@ INTRINSIC_ROWS = (
     *ORACLE_NOISE,
     *SHADING_BLUR,
     *ZOO_ROWS,
+    *RELIT,
+    *MODEL_ROWS,
 )
 
 
-def _baseline(name: str, dataset) -> dict:
+def _baseline(name: str, dataset, args: argparse.Namespace) -> dict:
     evaluator = IntrinsicEvaluator() if name in INTRINSIC_ROWS else NormalEvaluator()
     depth_model = load_trained_model("zoo:monodepth_world")[1] if name == "from_monodepth" else None
-    intrinsic_model = load_trained_model("zoo:intrinsic_world")[1] if name in ZOO_ROWS else None
+    uses_zoo = name in ZOO_ROWS or RELIT.get(name, (0, "", ""))[2] == "zoo:intrinsic_world"
+    intrinsic_model = load_trained_model("zoo:intrinsic_world")[1] if uses_zoo else None
+    normals_model = (
+        load_trained_model("zoo:normals_world")[1]
+        if RELIT.get(name, (0, ""))[1] == "zoo:normals_world"
+        else None
+    )
     if intrinsic_model is not None:
         intrinsic_model.albedo_from_image = name == "zoo_intrinsic"
+    if name in MODEL_ROWS:
+        intrinsic_model = load_trained_model(args.intrinsic_model)[1]
+        if name == "intrinsic_model_relit" and not getattr(intrinsic_model, "with_normals", False):
+            raise SystemExit(
+                f"row {name}: {args.intrinsic_model} has no normals head to relight with"
+            )
+        intrinsic_model.relight = name == "intrinsic_model_relit"
     started = time.perf_counter()
     with torch.inference_mode():
         for index in range(len(dataset)):
@@ -82,6 +114,20 @@ def _baseline(name: str, dataset) -> dict:
                 shading = F.interpolate(
                     blocks, size=image.shape[-2:], mode="bilinear", align_corners=False
                 )[0]
+                prediction = {"albedo": image / shading, "shading": shading}
+            elif name in RELIT:  # a predicted (or the true) shading, relit
+                lights, _, source = RELIT[name]
+                shading = (
+                    target["shading"]
+                    if source == "true"
+                    else intrinsic_model([image])[0]["shading"].cpu()
+                )
+                normals = (
+                    target["normals"]
+                    if normals_model is None
+                    else normals_model([image])[0]["normals"].cpu()
+                )
+                shading = relight_shading(shading, normals, num_lights=lights)
                 prediction = {"albedo": image / shading, "shading": shading}
             elif intrinsic_model is not None:
                 prediction = {k: v.cpu() for k, v in intrinsic_model([image])[0].items()}
@@ -137,6 +183,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_intrinsic"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--intrinsic-model",
+        default="zoo:intrinsic_world",
+        help="run folder or zoo entry of the rows intrinsic_model and intrinsic_model_relit",
+    )
+    parser.add_argument(
         "--train-data",
         default="world",
         help="training SPEC (default: the recipe's, 100000 images rendered as they are read; "
@@ -158,7 +209,7 @@ def main() -> None:
     for name in rows:
         trained = name in ("normals", "normals_joint", "intrinsic")
         try:
-            result = _trained(name, args) if trained else _baseline(name, dataset)
+            result = _trained(name, args) if trained else _baseline(name, dataset, args)
         except TrainingInterrupted as stopped:
             raise SystemExit(f"row {name}: {stopped}; continue it with --resume") from None
         print(json.dumps({name: result}), flush=True)

@@ -122,3 +122,55 @@ def test_dense_and_tracking_recipes_start_from_the_pretrained_trunk():
             data=data, val_data=val, model_overrides={"pretrained": "none"}
         )
         assert not torch.equal(scratch.model.trunk.stem[0].weight, task.model.trunk.stem[0].weight)
+
+
+def test_intrinsic_fine_tunes_from_a_trained_model_adding_a_normals_head(tmp_path):
+    import pytest
+    import torch
+
+    from structvision.tasks import load_trained_model
+    from structvision.tasks.intrinsic import build_intrinsic
+    from structvision.tasks.registry import RecipeError
+
+    runs = {}
+    for recipe in ("intrinsic", "normals"):
+        runs[recipe] = tmp_path / recipe
+        trained = runner.invoke(
+            app, ["train", recipe, "--data", DATA, "--out", str(runs[recipe]), *QUICK]
+        )
+        assert trained.exit_code == 0, trained.output
+    _, source, _ = load_trained_model(runs["intrinsic"])
+    source = source.cpu()
+    model = build_intrinsic(
+        width=8, with_normals=True, pretrained="none", init=str(runs["intrinsic"])
+    ).eval()
+    image, _ = build_dataset(VAL, split="val")[0]
+    with torch.no_grad():
+        expected, got = source([image])[0], model([image])[0]
+    # the shared heads are the source's exactly; the new normals head is fresh
+    torch.testing.assert_close(got["shading"], expected["shading"])
+    torch.testing.assert_close(got["albedo"], expected["albedo"])
+    assert got["normals"].shape == (3, *image.shape[-2:])
+
+    # the fine-tuning run from the command line, relit with its new head
+    tuned = tmp_path / "tuned"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "intrinsic",
+            "--data",
+            DATA,
+            "--out",
+            str(tuned),
+            *QUICK,
+            *("--set", f"model.init={runs['intrinsic']}", "--set", "model.with_normals=true"),
+            *("--set", "model.relight=true"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert {"lmse", "whdr"} <= set(json.loads((tuned / "metrics.json").read_text()))
+    with pytest.raises(RecipeError, match="must be an intrinsic model"):
+        build_intrinsic(width=8, pretrained="none", init=str(runs["normals"]))
+    with pytest.raises(RecipeError, match=r"model\.init .*missing"):
+        build_intrinsic(width=8, pretrained="none", init=str(tmp_path / "missing"))

@@ -23,6 +23,7 @@ from structvision.export import (
     require,
 )
 from structvision.inference import load
+from structvision.models.intrinsic import relight_shading
 from structvision.tasks import load_trained_model
 
 pytestmark = pytest.mark.slow  # each export traces a model: 10-30 s
@@ -527,3 +528,27 @@ def test_only_detections_may_differ_in_count():
     track = {"boxes": boxes}  # a tracker's boxes: one per frame, no scores
     with pytest.raises(ExportCheckError, match="'boxes' has shape \\(3, 4\\)"):
         compare_predictions([track], [{"boxes": boxes[:3]}], report(), "sequence")
+
+
+def test_intrinsic_export_relights_on_the_host_as_eval_mode_does(tmp_path):
+    data = "world:height=32,width=64,num_images=2"
+    run = _train(
+        tmp_path / "run",
+        "intrinsic",
+        data,
+        *("--set", "model.width=8", "--set", "model.with_normals=true"),
+        *("--set", "model.relight=true"),
+    )
+    report = export_model(run, out=tmp_path / "exported", data=data, num_images=1, check=True)
+    assert set(report.differences) == {"albedo", "shading", "normals"} and not report.failures()
+    exported = load(tmp_path / "exported")
+    image = torch.rand(3, 40, 52, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got = exported([image])[0]
+        exported.record["host"]["relight"] = False
+        plain = exported([image])[0]
+    # the host relights the graph's shading with its normals, as eval mode does
+    expected = relight_shading(plain["shading"], plain["normals"], num_lights=1)
+    torch.testing.assert_close(got["shading"], expected)
+    torch.testing.assert_close(got["albedo"] * got["shading"], image)
+    assert not torch.allclose(got["shading"], plain["shading"], atol=1e-3)

@@ -7,7 +7,7 @@ import torch
 
 from structvision.data.spec import build_dataset
 from structvision.evaluation.intrinsic import IntrinsicEvaluator, normal_errors
-from structvision.models.intrinsic import IntrinsicNet, NormalsNet
+from structvision.models.intrinsic import IntrinsicNet, NormalsNet, relight_shading
 
 
 def _sample():
@@ -81,3 +81,40 @@ def test_intrinsic_albedo_is_the_image_over_the_shading_unless_the_head_is_asked
     torch.testing.assert_close(prediction["albedo"] * prediction["shading"], image)
     with pytest.raises(ValueError, match="albedo_from_image"):
         IntrinsicNet(width=8, albedo_from_image="yes")
+
+
+def test_intrinsic_net_with_normals_learns_them_and_relights_its_shading():
+    torch.manual_seed(0)
+    image, target = _sample()
+    model = IntrinsicNet(width=8, with_normals=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def mean_error() -> float:
+        model.eval()
+        with torch.no_grad():
+            prediction = model([image])[0]
+        model.train()
+        return normal_errors(prediction["normals"], target["normals"])["mean"]
+
+    before = mean_error()
+    for _ in range(60):
+        loss = model([image], [target])["loss_intrinsic"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert mean_error() < 0.5 * before
+
+    model.eval()
+    with torch.no_grad():
+        plain = model([image])[0]
+        model.relight = True
+        relit = model([image])[0]
+    assert relit["normals"].shape == (3, *image.shape[-2:])
+    expected = relight_shading(plain["shading"], plain["normals"], num_lights=1)
+    torch.testing.assert_close(relit["shading"], expected)
+    torch.testing.assert_close(relit["albedo"] * relit["shading"], image)
+    assert not torch.allclose(relit["shading"], plain["shading"], atol=1e-3)
+    with pytest.raises(ValueError, match="with_normals"):
+        IntrinsicNet(width=8, relight=True)
+    with pytest.raises(ValueError, match="relight_lights"):
+        IntrinsicNet(width=8, with_normals=True, relight=True, relight_lights=0)

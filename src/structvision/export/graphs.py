@@ -17,7 +17,9 @@ eval-mode ``model(images)``:
   or the model's own.
 - ``normals`` and ``intrinsic`` (the multi-scale networks): one tensor per head (``normals``,
   ``depth``, ``albedo``, ``shading``). These networks pad by replicating the border, which a
-  padded batch cannot reproduce: images of different sizes run one size at a time.
+  padded batch cannot reproduce: images of different sizes run one size at a time. An
+  intrinsic network with ``relight`` has its shading relit on the host (a per-image fit of
+  the light to the graph's shading and normals, as its eval mode does).
 - ``flow`` (RAFT, FlowNetS): ``flow (B, 2, H, W)`` from ``image1`` and ``image2``.
 """
 
@@ -64,7 +66,8 @@ class DepthGraph(nn.Module):
 class DenseHeadsGraph(nn.Module):
     """The multi-scale network's heads (unit normals; positive depth, albedo, shading); the
     intrinsic network's albedo as its eval mode gives it (the image over the shading when
-    ``albedo_from_image``)."""
+    ``albedo_from_image``). Its ``relight`` (a per-image fit of the light) is done on the host
+    after the graph, as ``_head_predictions`` does."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -125,10 +128,22 @@ def _head_predictions(
     outputs: dict[str, Tensor], sizes: Sequence[tuple[int, int]], targets: Any, host: dict
 ) -> list[dict[str, Tensor]]:
     # NormalsNet gives its depth as (H, W); every other head keeps its channels
-    return [
+    predictions = [
         {k: v[i, 0] if k == "depth" else v[i] for k, v in outputs.items()}
         for i in range(len(sizes))
     ]
+    if host.get("relight"):  # a per-image fit, on the host as in IntrinsicNet's eval mode
+        from structvision.models.intrinsic.lighting import relight_shading
+
+        for prediction in predictions:
+            shading = prediction["shading"]
+            relit = relight_shading(
+                shading, prediction["normals"], num_lights=host["relight_lights"]
+            )[: shading.shape[0]]
+            if host.get("albedo_from_image"):  # the graph's image / shading, now / relit
+                prediction["albedo"] = prediction["albedo"] * shading / relit
+            prediction["shading"] = relit
+    return predictions
 
 
 def _flow_predictions(
@@ -185,6 +200,11 @@ FAMILIES: tuple[ExportFamily, ...] = (
         graph=DenseHeadsGraph,
         outputs=lambda model: tuple(model.heads),
         predictions=_head_predictions,
+        host=lambda model: {
+            "relight": bool(getattr(model, "relight", False)),
+            "relight_lights": int(getattr(model, "relight_lights", 1)),
+            "albedo_from_image": bool(getattr(model, "albedo_from_image", False)),
+        },
     ),
     ExportFamily(
         name="flow",

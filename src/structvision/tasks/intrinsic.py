@@ -30,7 +30,12 @@ INTRINSIC_OPTIONS = (
     "reconstruction_weight",
     "ordinal_weight",
     "albedo_from_image",
+    "with_normals",
+    "normals_weight",
+    "relight",
+    "relight_lights",
     "pretrained",
+    "init",
 )
 
 
@@ -50,11 +55,59 @@ def build_normals(*, pretrained: str | None = None, **options: Any) -> nn.Module
     return _with_trunk(NormalsNet(**options), pretrained)
 
 
-def build_intrinsic(*, pretrained: str | None = None, **options: Any) -> nn.Module:
-    """:class:`IntrinsicNet`; ``pretrained``: the classifier whose trunk starts it."""
+def build_intrinsic(
+    *, pretrained: str | None = None, init: str | None = None, **options: Any
+) -> nn.Module:
+    """:class:`IntrinsicNet`; ``pretrained``: the classifier whose trunk starts it; ``init``: a
+    trained intrinsic model to fine-tune (see :func:`init_from_intrinsic`)."""
     from structvision.models.intrinsic import IntrinsicNet
 
-    return _with_trunk(IntrinsicNet(**options), pretrained)
+    return init_from_intrinsic(_with_trunk(IntrinsicNet(**options), pretrained), init)
+
+
+def init_from_intrinsic(model: nn.Module, init: str | None) -> nn.Module:
+    """``model`` started from the trained intrinsic model ``init`` (``zoo:NAME``, a run or
+    checkpoint folder; nothing happens for ``None``): every weight is copied, and where
+    ``model`` has heads the source lacks (``with_normals`` added), the prediction layers'
+    channels of the shared heads are copied and the new head's keep their initialisation; the
+    final scale's weights on the new head's coarse predictions start at zero, so the shared
+    heads' outputs are the source's until training moves them."""
+    if init is None:
+        return model
+    from structvision.engine import CheckpointError
+    from structvision.tasks.run import load_trained_model
+
+    try:
+        recipe, source, _ = load_trained_model(init)
+    except (CheckpointError, FileNotFoundError, ValueError) as error:
+        raise RecipeError(f"model.init {init}: cannot read it ({error})") from None
+    heads, source_heads = list(model.heads.items()), list(getattr(source, "heads", {}).items())
+    if recipe.name != "intrinsic" or heads[: len(source_heads)] != source_heads:
+        raise RecipeError(
+            f"model.init {init}: cannot fine-tune from it, it must be an intrinsic model whose "
+            f"heads {dict(source_heads)} begin this one's {dict(heads)} (recipe {recipe.name})"
+        )
+    own, theirs = model.state_dict(), source.cpu().state_dict()
+    if set(own) != set(theirs):
+        raise RecipeError(f"model.init {init}: its layers differ from this model's (model.width?)")
+    for key, value in theirs.items():
+        if own[key].shape == value.shape:
+            own[key] = value
+        elif key.startswith(("predict2.", "predict3.")) and own[key].shape[1:] == value.shape[1:]:
+            own[key][: value.shape[0]] = value  # the shared heads' channels come first
+        elif key == "scale3.0.weight" and own[key].shape[0] == value.shape[0]:
+            # the final scale reads [image features, scale 2's predictions in head order]: the
+            # new heads' predictions come last and start with zero weight, so that the shared
+            # heads start exactly as the source's
+            own[key].zero_()
+            own[key][:, : value.shape[1]] = value
+        else:
+            raise RecipeError(
+                f"model.init {init}: {key} has shape {tuple(value.shape)} there and "
+                f"{tuple(own[key].shape)} here (model.width?)"
+            )
+    model.load_state_dict(own)
+    return model
 
 
 def normals_picture(normals: Tensor) -> Tensor:

@@ -126,7 +126,8 @@ MODEL_OPTION_HELP = {
     "box_soft_nms_sigma": "R-CNNs: Gaussian soft-NMS width of the detections (0: NMS)",
     "trainable_layers": "ResNet stages trained (0-5); the rest are frozen",
     "weights_path": "a local ImageNet state dict to start the backbone from",
-    "init": "a local torchvision state dict to start from (a COCO detector; RAFT for flow)",
+    "init": "a local torchvision state dict to start from (a COCO detector; RAFT for flow), "
+    "or a trained model to fine-tune (zoo:NAME or a run: R-CNNs, intrinsic)",
     "pretrained": "the classifier whose trunk starts the small backbone: zoo:NAME, a run of "
     "the classifier recipe or a state-dict file; none trains from scratch",
     "proposal_mode": "Fast R-CNN proposals: selective search mode (fast or quality)",
@@ -154,6 +155,11 @@ MODEL_OPTION_HELP = {
     "ordinal_weight": "intrinsic: weight of the ordinal reflectance loss (IIW judgements)",
     "albedo_from_image": "intrinsic: return the image divided by the predicted shading as the "
     "albedo, so that their product is the image (true/false; false: the albedo head's output)",
+    "with_normals": "intrinsic: also predict unit normals from the same network",
+    "normals_weight": "intrinsic: weight of the normals loss when predicting normals too",
+    "relight": "intrinsic: replace the shading by its levels under one global Lambertian light "
+    "fitted to it with the predicted normals (needs with_normals)",
+    "relight_lights": "intrinsic: directional lights of the relit shading's fitted light",
     "pool_size": "SINT: RoI pooling output size per layer",
     "embedding": "SINT: width of the fully connected layer on the coarsest map (0: none)",
     "margin": "SINT: margin of the contrastive loss",

@@ -1,7 +1,14 @@
 """Surface normals and intrinsic images: a multi-scale network (Eigen & Fergus style) with
-normal, depth, albedo and shading heads, their losses and the baselines."""
+normal, depth, albedo and shading heads, their losses, the baselines and a global
+Lambertian lighting fitted to a predicted shading."""
 
 from structvision.models.intrinsic.baselines import normals_from_depth, poisson_integrate, retinex
+from structvision.models.intrinsic.lighting import (
+    Lighting,
+    fit_lighting,
+    relight_shading,
+    shading_levels,
+)
 from structvision.models.intrinsic.losses import (
     normal_loss,
     ordinal_reflectance_loss,
@@ -12,13 +19,17 @@ from structvision.models.intrinsic.networks import IntrinsicNet, MultiScaleDense
 
 __all__ = [
     "IntrinsicNet",
+    "Lighting",
     "MultiScaleDense",
     "NormalsNet",
+    "fit_lighting",
     "normal_loss",
     "normals_from_depth",
     "ordinal_reflectance_loss",
     "poisson_integrate",
     "reconstruction_loss",
+    "relight_shading",
     "retinex",
     "scale_invariant_log_loss",
+    "shading_levels",
 ]

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from structvision.models.backbones import small_backbone
+from structvision.models.intrinsic.lighting import relight_shading
 from structvision.models.intrinsic.losses import (
     normal_loss,
     ordinal_reflectance_loss,
@@ -181,6 +182,13 @@ class IntrinsicNet(MultiScaleDense):
     upsampled) blurs; the albedo head is still trained and shapes the shared features. Measured
     on held-out ``world`` in BENCHMARKS.md. With ``False`` the albedo head's own output is
     returned.
+
+    ``with_normals`` adds a normals head to the same network (negative-cosine loss weighted by
+    ``normals_weight`` where the targets have normals), returned as ``normals`` in eval mode.
+    ``relight`` (needs the normals head) replaces the predicted shading in eval mode by its
+    levels under one global Lambertian light fitted to it with the predicted normals
+    (:func:`~structvision.models.intrinsic.lighting.relight_shading`, ``relight_lights``
+    directional lights), so that distant regions agree about the light.
     """
 
     def __init__(
@@ -191,25 +199,60 @@ class IntrinsicNet(MultiScaleDense):
         reconstruction_weight: float = 0.5,
         ordinal_weight: float = 1.0,
         albedo_from_image: bool = True,
+        with_normals: bool = False,
+        normals_weight: float = 1.0,
+        relight: bool = False,
+        relight_lights: int = 1,
     ) -> None:
         if shading_channels not in (1, 3):
             raise ValueError(f"shading_channels must be 1 (grey) or 3, got {shading_channels}")
-        if not isinstance(albedo_from_image, bool):
-            raise ValueError(f"albedo_from_image must be true or false, got {albedo_from_image!r}")
-        super().__init__({"albedo": 3, "shading": shading_channels}, width=width)
+        for name, value in (
+            ("albedo_from_image", albedo_from_image),
+            ("with_normals", with_normals),
+            ("relight", relight),
+        ):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+        if relight and not with_normals:
+            raise ValueError("relight needs the normals head: set with_normals=true as well")
+        if not isinstance(relight_lights, int) or relight_lights < 1:
+            raise ValueError(f"relight_lights must be a positive integer, got {relight_lights!r}")
+        heads = {
+            "albedo": 3,
+            "shading": shading_channels,
+            **({"normals": 3} if with_normals else {}),
+        }
+        super().__init__(heads, width=width)
         self.reconstruction_weight = reconstruction_weight
         self.ordinal_weight = ordinal_weight
         self.albedo_from_image = albedo_from_image
+        self.with_normals = with_normals
+        self.normals_weight = normals_weight
+        self.relight = relight
+        self.relight_lights = relight_lights
 
     def forward(self, images: Any, targets: Sequence[dict] | None = None):
         batch = _stack(images)
         second, final = self.raw(batch)
         if not self.training:
             outputs = self.split(final)
-            # shading is exp(...) >= exp(-10), so the division is finite
-            albedo = batch / outputs["shading"] if self.albedo_from_image else outputs["albedo"]
+            shading = outputs["shading"]
+            if self.relight:
+                relit = [
+                    relight_shading(s, n, num_lights=self.relight_lights).to(s.dtype)
+                    for s, n in zip(shading, outputs["normals"], strict=True)
+                ]
+                shading = torch.stack(relit)[:, : shading.shape[1]]  # grey light stays grey
+            # shading is exp(...) >= exp(-10) (relit: >= the fitted ambient), the division finite
+            albedo = batch / shading if self.albedo_from_image else outputs["albedo"]
+            extra = {"normals": outputs["normals"]} if self.with_normals else {}
             return [
-                {"albedo": albedo[i], "shading": outputs["shading"][i]} for i in range(len(batch))
+                {
+                    "albedo": albedo[i],
+                    "shading": shading[i],
+                    **{name: value[i] for name, value in extra.items()},
+                }
+                for i in range(len(batch))
             ]
         if targets is None:
             raise ValueError("targets must be given in training mode")
@@ -233,6 +276,13 @@ class IntrinsicNet(MultiScaleDense):
                     shading = F.interpolate(shading, size=size, mode="area")
                 terms = terms + scale_invariant_log_loss(outputs["albedo"], albedo)
                 terms = terms + scale_invariant_log_loss(outputs["shading"], shading)
+            if self.with_normals and all("normals" in t for t in targets):
+                normals = _target_stack(targets, "normals", batch.device)
+                if size != normals.shape[-2:]:
+                    normals = F.interpolate(normals, size=size, mode="nearest")
+                terms = terms + self.normals_weight * normal_loss(
+                    outputs["normals"], normals, normals.norm(dim=1) > 0.5
+                )
             if weight == 1.0 and all("judgements" in t for t in targets):
                 terms = terms + self.ordinal_weight * ordinal_reflectance_loss(
                     outputs["albedo"], [t["judgements"] for t in targets]
