@@ -119,7 +119,6 @@ def main() -> None:
     }
     (folder / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     os.chmod(folder / "model.safetensors", default_file_mode())  # safetensors writes 0600
-    held_out = json.loads((args.run / "metrics.json").read_text())
     zoo_record = {
         "recipe": model_config["recipe"],
         "task": args.task,
@@ -137,7 +136,10 @@ def main() -> None:
     if args.metrics_from is not None:
         recorded = [k for k in args.record_keys.split(",") if k] or keys
         kept = {k: kept[k] for k in recorded if k in kept}
-    zoo_record["metrics"] = kept or {k: held_out[k] for k in keys if k in held_out}
+    if not kept:  # the run's final held-out evaluation
+        held_out = json.loads((args.run / "metrics.json").read_text())
+        kept = {k: held_out[k] for k in keys if k in held_out}
+    zoo_record["metrics"] = kept
     zoo_record["check"] = {
         "data": args.check_data,
         "metrics": {k: shipped[k] for k in keys},

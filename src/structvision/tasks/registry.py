@@ -157,9 +157,10 @@ MODEL_OPTION_HELP = {
     "albedo, so that their product is the image (true/false; false: the albedo head's output)",
     "with_normals": "intrinsic: also predict unit normals from the same network",
     "normals_weight": "intrinsic: weight of the normals loss when predicting normals too",
-    "relight": "intrinsic: replace the shading by its levels under one global Lambertian light "
-    "fitted to it with the predicted normals (needs with_normals)",
-    "relight_lights": "intrinsic: directional lights of the relit shading's fitted light",
+    "relight": "intrinsic: replace the shading by its levels under a global Lambertian "
+    "lighting (ambient + directional lights) fitted to it with the predicted normals "
+    "(needs with_normals)",
+    "relight_lights": "intrinsic: how many directional lights the relighting fits",
     "pool_size": "SINT: RoI pooling output size per layer",
     "embedding": "SINT: width of the fully connected layer on the coarsest map (0: none)",
     "margin": "SINT: margin of the contrastive loss",

@@ -107,9 +107,9 @@ def fit_lighting(
     normals: Tensor,
     *,
     num_lights: int = 1,
-    samples: int = 3000,
-    restarts: int = 6,
-    steps: int = 150,
+    samples: int = 1500,
+    restarts: int = 4,
+    steps: int = 100,
     seed: int = 0,
 ) -> Lighting:
     """Fit ambient and ``num_lights`` directional lights to ``shading (3 or 1, H, W)`` (positive)
@@ -163,7 +163,7 @@ def relight_shading(
     num_lights: int = 1,
     smooth: int = 3,
 ) -> Tensor:
-    """``shading (3 or 1, H, W)`` -> ``(3, H, W)``: each pixel's shading level under
+    """``shading (3 or 1, H, W)`` -> ``(3, H, W)`` (at least 1e-4): each pixel's shading level under
     ``lighting`` (fitted with :func:`fit_lighting` when not given) that is nearest the given
     shading in log L1, the errors first averaged over ``smooth x smooth`` neighbourhoods (odd;
     1: per pixel) so that the choice of level is locally coherent."""
@@ -188,5 +188,5 @@ def relight_shading(
         maps = F.avg_pool2d(maps, smooth, stride=1, padding=smooth // 2, count_include_pad=False)
         error = maps.reshape(-1, height * width).T
     choice = error.argmin(1)
-    relit = levels[torch.arange(levels.shape[0]), choice]
+    relit = levels[torch.arange(levels.shape[0]), choice].clamp(min=_EPS)
     return relit.T.reshape(3, height, width).to(device)

@@ -186,9 +186,10 @@ class IntrinsicNet(MultiScaleDense):
     ``with_normals`` adds a normals head to the same network (negative-cosine loss weighted by
     ``normals_weight`` where the targets have normals), returned as ``normals`` in eval mode.
     ``relight`` (needs the normals head) replaces the predicted shading in eval mode by its
-    levels under one global Lambertian light fitted to it with the predicted normals
-    (:func:`~structvision.models.intrinsic.lighting.relight_shading`, ``relight_lights``
-    directional lights), so that distant regions agree about the light.
+    levels under a global Lambertian lighting (ambient plus ``relight_lights`` directional
+    lights) fitted to it with the predicted normals
+    (:func:`~structvision.models.intrinsic.lighting.relight_shading`), so that distant regions
+    agree about the light.
     """
 
     def __init__(
@@ -243,7 +244,7 @@ class IntrinsicNet(MultiScaleDense):
                     for s, n in zip(shading, outputs["normals"], strict=True)
                 ]
                 shading = torch.stack(relit)[:, : shading.shape[1]]  # grey light stays grey
-            # shading is exp(...) >= exp(-10) (relit: >= the fitted ambient), the division finite
+            # shading is exp(...) >= exp(-10) (relit: >= 1e-4), so the division is finite
             albedo = batch / shading if self.albedo_from_image else outputs["albedo"]
             extra = {"normals": outputs["normals"]} if self.with_normals else {}
             return [
