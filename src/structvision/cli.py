@@ -432,6 +432,14 @@ def evaluate(
             "... (as for structvision track).",
         ),
     ] = None,
+    relight_normals: Annotated[
+        str | None,
+        typer.Option(
+            "--relight-normals",
+            help="An intrinsic model's shading relit under a global light fitted with the "
+            "normals of this normals run or zoo entry (e.g. zoo:normals_world).",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a trained or exported model on a dataset; prints a table and writes JSON."""
     from structvision import tasks
@@ -447,10 +455,12 @@ def evaluate(
             tta=tta,
             backend=backend,
             tracker_settings=settings,
+            relight_normals=relight_normals,
         )
     except _model_errors() as error:
         _fail(str(error))
     title = f"evaluation of {run}" + (" with flip TTA" if tta else "")
+    title += f" relit with the normals of {relight_normals}" if relight_normals else ""
     title += " with the dense CRF" if crf_parameters is not None else ""
     title += f" with tracker settings {settings}" if settings else ""
     print_metrics(title, metrics)

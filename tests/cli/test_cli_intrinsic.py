@@ -174,3 +174,61 @@ def test_intrinsic_fine_tunes_from_a_trained_model_adding_a_normals_head(tmp_pat
         build_intrinsic(width=8, pretrained="none", init=str(runs["normals"]))
     with pytest.raises(RecipeError, match=r"model\.init .*missing"):
         build_intrinsic(width=8, pretrained="none", init=str(tmp_path / "missing"))
+
+
+def test_eval_relights_an_intrinsic_model_with_a_normals_model(tmp_path):
+    import torch
+
+    from structvision.evaluation.intrinsic import IntrinsicEvaluator
+    from structvision.models.intrinsic import relight_shading
+    from structvision.tasks import load_trained_model
+
+    runs = {}
+    for recipe in ("intrinsic", "normals"):
+        runs[recipe] = tmp_path / recipe
+        trained = runner.invoke(
+            app, ["train", recipe, "--data", DATA, "--out", str(runs[recipe]), *QUICK]
+        )
+        assert trained.exit_code == 0, trained.output
+    out = tmp_path / "relit.json"
+    result = runner.invoke(
+        app,
+        [
+            *("eval", str(runs["intrinsic"]), "--data", VAL, "--out", str(out)),
+            *("--relight-normals", str(runs["normals"])),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["relight_normals"] == str(runs["normals"])
+
+    # the same by hand: the intrinsic shading relit with the normals model's normals
+    intrinsic = load_trained_model(runs["intrinsic"])[1].cpu()
+    normals = load_trained_model(runs["normals"])[1].cpu()
+    evaluator = IntrinsicEvaluator()
+    dataset = build_dataset(VAL, split="val")
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            image, target = dataset[index]
+            shading = relight_shading(
+                intrinsic([image])[0]["shading"], normals([image])[0]["normals"]
+            )
+            evaluator.update([target], [{"albedo": image / shading, "shading": shading}])
+    expected = evaluator.compute()
+    for key in ("lmse", "whdr", "mse"):
+        assert abs(record["metrics"][key] - expected[key]) < 1e-6, key
+    plain = tmp_path / "plain.json"
+    result = runner.invoke(
+        app, ["eval", str(runs["intrinsic"]), "--data", VAL, "--out", str(plain)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(plain.read_text())["metrics"]["lmse"] != record["metrics"]["lmse"]
+
+    for run, normals_run, message in (
+        (runs["intrinsic"], runs["intrinsic"], "a normals model is needed"),
+        (runs["normals"], runs["normals"], "relights an intrinsic model"),
+    ):
+        failed = runner.invoke(
+            app, ["eval", str(run), "--data", VAL, "--relight-normals", str(normals_run)]
+        )
+        assert failed.exit_code != 0 and message in failed.output, failed.output

@@ -434,6 +434,27 @@ def _with_crf(model: nn.Module, recipe: Recipe, crf: dict[str, float] | None) ->
     return CRFRefiner(model, **crf).eval()
 
 
+def _with_relight(model: nn.Module, recipe: Recipe, normals: str | None) -> nn.Module:
+    """An intrinsic ``model`` followed by the relighting of its shading with the normals of
+    the ``normals`` model (a run or zoo entry of the ``normals`` recipe), when given."""
+    if normals is None:
+        return model
+    from structvision.models.intrinsic import RelitIntrinsic
+
+    if recipe.name != "intrinsic":
+        raise RecipeError(
+            f"--relight-normals relights an intrinsic model's shading; recipe {recipe.name!r} "
+            "predicts none"
+        )
+    normals_recipe, normals_model, _ = load_trained_model(normals)
+    if normals_recipe.name != "normals":
+        raise RecipeError(
+            f"--relight-normals {normals}: a normals model is needed, this is a "
+            f"{normals_recipe.name!r} model"
+        )
+    return RelitIntrinsic(model, normals_model).eval()
+
+
 def _with_tta(model: nn.Module, recipe: Recipe, model_config: dict, tta: bool) -> nn.Module:
     """``model`` averaged over each image and its mirror image when ``tta`` is true."""
     if not tta:
@@ -455,6 +476,7 @@ def run_eval(
     tta: bool = False,
     backend: str | None = None,
     tracker_settings: dict[str, Any] | None = None,
+    relight_normals: str | None = None,
 ) -> dict[str, float]:
     """Evaluate the model of ``run`` on ``data``; metrics are written as JSON and returned.
 
@@ -467,6 +489,9 @@ def run_eval(
     be an exported model, run on ``backend`` (see `load_trained_model`). ``tracker_settings``
     are a sint or siamfc model's tracker keyword arguments (checked as
     :func:`~structvision.tasks.tracking.tracker_for` checks them; ``<data>.<settings>.json``).
+    ``relight_normals`` (a normals run or zoo entry) relights an intrinsic model's shading with
+    that model's normals (:class:`~structvision.models.intrinsic.RelitIntrinsic`;
+    ``<data>.relit.json``).
     """
     from structvision.engine import evaluate
     from structvision.engine.files import write_json_atomic
@@ -474,6 +499,7 @@ def run_eval(
     recipe, model, model_config = load_trained_model(run, backend=backend)
     model = _with_tta(model, recipe, model_config, tta)
     model = _with_crf(model, recipe, crf)
+    model = _with_relight(model, recipe, relight_normals)
     if tracker_settings:
         from structvision.tasks.tracking import with_tracker_settings
 
@@ -484,6 +510,7 @@ def run_eval(
         model=model, dataset=dataset, evaluator=evaluator, collate_fn=recipe.collate_fn
     )
     suffix = (".tta" if tta else "") + (".crf" if crf is not None else "")
+    suffix += ".relit" if relight_normals is not None else ""
     if tracker_settings:
         suffix += "." + _slug(",".join(f"{k}={v}" for k, v in sorted(tracker_settings.items())))
     suffix += ".json"
@@ -500,6 +527,8 @@ def run_eval(
         record["tta"] = "flip"
     if tracker_settings:
         record["tracker_settings"] = tracker_settings
+    if relight_normals is not None:
+        record["relight_normals"] = relight_normals
     write_json_atomic(target, record)
     if hasattr(evaluator, "results_json"):
         evaluator.results_json(target.with_name(target.stem + ".predictions.json"))

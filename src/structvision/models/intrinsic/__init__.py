@@ -5,6 +5,7 @@ Lambertian lighting fitted to a predicted shading."""
 from structvision.models.intrinsic.baselines import normals_from_depth, poisson_integrate, retinex
 from structvision.models.intrinsic.lighting import (
     Lighting,
+    RelitIntrinsic,
     fit_lighting,
     relight_shading,
     shading_levels,
@@ -22,6 +23,7 @@ __all__ = [
     "Lighting",
     "MultiScaleDense",
     "NormalsNet",
+    "RelitIntrinsic",
     "fit_lighting",
     "normal_loss",
     "normals_from_depth",

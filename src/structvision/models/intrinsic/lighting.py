@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["Lighting", "fit_lighting", "relight_shading", "shading_levels"]
+__all__ = ["Lighting", "RelitIntrinsic", "fit_lighting", "relight_shading", "shading_levels"]
 
 _EPS = 1e-4
 
@@ -190,3 +190,31 @@ def relight_shading(
     choice = error.argmin(1)
     relit = levels[torch.arange(levels.shape[0]), choice].clamp(min=_EPS)
     return relit.T.reshape(3, height, width).to(device)
+
+
+class RelitIntrinsic(nn.Module):
+    """An intrinsic network followed by :func:`relight_shading` with another network's normals
+    (a ``normals`` model), in eval mode: ``model(images)`` gives each image's ``albedo`` (the
+    image over the relit shading when the intrinsic network returns it that way, else its own),
+    the relit ``shading`` and the ``normals`` used."""
+
+    def __init__(self, intrinsic: nn.Module, normals: nn.Module, *, num_lights: int = 1) -> None:
+        super().__init__()
+        self.intrinsic = intrinsic
+        self.normals = normals
+        self.num_lights = num_lights
+
+    @torch.no_grad()
+    def forward(self, images, targets=None) -> list[dict[str, Tensor]]:
+        images = list(images)
+        predictions = self.intrinsic(images)
+        normals = self.normals(images)
+        results = []
+        for image, prediction, normal in zip(images, predictions, normals, strict=True):
+            shading = prediction["shading"]
+            relit = relight_shading(shading, normal["normals"], num_lights=self.num_lights)
+            relit = relit[: shading.shape[0]].to(shading.dtype)
+            from_image = getattr(self.intrinsic, "albedo_from_image", False)
+            albedo = image.to(relit) / relit if from_image else prediction["albedo"]
+            results.append({"albedo": albedo, "shading": relit, "normals": normal["normals"]})
+        return results
