@@ -526,6 +526,14 @@ def predict(
         str | None,
         typer.Option("--init", help="--track: the target in the first frame, x,y,w,h (OTB)."),
     ] = None,
+    relight_normals: Annotated[
+        str | None,
+        typer.Option(
+            "--relight-normals",
+            help="An intrinsic model's shading relit under a global light fitted with the "
+            "normals of this normals run or zoo entry (which are written too).",
+        ),
+    ] = None,
 ) -> None:
     """Run a trained or exported model on images and videos; writes overlays and COCO-format
     predictions.json (with --track, a tracker's boxes.txt and frames)."""
@@ -551,6 +559,7 @@ def predict(
             every=every,
             batch_size=batch_size,
             progress=sys.stderr.isatty(),
+            relight_normals=relight_normals,
         )
     except _model_errors() as error:
         _fail(str(error))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from structvision.cli import app
@@ -124,21 +125,28 @@ def test_dense_and_tracking_recipes_start_from_the_pretrained_trunk():
         assert not torch.equal(scratch.model.trunk.stem[0].weight, task.model.trunk.stem[0].weight)
 
 
-def test_intrinsic_fine_tunes_from_a_trained_model_adding_a_normals_head(tmp_path):
-    import pytest
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Two-step intrinsic and normals runs (``{recipe: folder}``), shared by the tests below."""
+    root = tmp_path_factory.mktemp("tiny_runs")
+    runs = {}
+    for recipe in ("intrinsic", "normals"):
+        runs[recipe] = root / recipe
+        trained = runner.invoke(
+            app, ["train", recipe, "--data", DATA, "--out", str(runs[recipe]), *QUICK]
+        )
+        assert trained.exit_code == 0, trained.output
+    return runs
+
+
+def test_intrinsic_fine_tunes_from_a_trained_model_adding_a_normals_head(tmp_path, tiny_runs):
     import torch
 
     from structvision.tasks import load_trained_model
     from structvision.tasks.intrinsic import build_intrinsic
     from structvision.tasks.registry import RecipeError
 
-    runs = {}
-    for recipe in ("intrinsic", "normals"):
-        runs[recipe] = tmp_path / recipe
-        trained = runner.invoke(
-            app, ["train", recipe, "--data", DATA, "--out", str(runs[recipe]), *QUICK]
-        )
-        assert trained.exit_code == 0, trained.output
+    runs = tiny_runs
     _, source, _ = load_trained_model(runs["intrinsic"])
     source = source.cpu()
     model = build_intrinsic(
@@ -176,20 +184,17 @@ def test_intrinsic_fine_tunes_from_a_trained_model_adding_a_normals_head(tmp_pat
         build_intrinsic(width=8, pretrained="none", init=str(tmp_path / "missing"))
 
 
-def test_eval_relights_an_intrinsic_model_with_a_normals_model(tmp_path):
+def test_eval_relights_an_intrinsic_model_with_a_normals_model(tmp_path, tiny_runs):
+    import numpy as np
     import torch
 
     from structvision.evaluation.intrinsic import IntrinsicEvaluator
     from structvision.models.intrinsic import relight_shading
     from structvision.tasks import load_trained_model
+    from structvision.tasks.predictor import as_image
+    from structvision.viz import save_png
 
-    runs = {}
-    for recipe in ("intrinsic", "normals"):
-        runs[recipe] = tmp_path / recipe
-        trained = runner.invoke(
-            app, ["train", recipe, "--data", DATA, "--out", str(runs[recipe]), *QUICK]
-        )
-        assert trained.exit_code == 0, trained.output
+    runs = tiny_runs
     out = tmp_path / "relit.json"
     result = runner.invoke(
         app,
@@ -223,6 +228,27 @@ def test_eval_relights_an_intrinsic_model_with_a_normals_model(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(plain.read_text())["metrics"]["lmse"] != record["metrics"]["lmse"]
+
+    # predict writes the relit shading (as .npy) and the normals it used
+    image, _ = dataset[0]
+    photo = save_png((image * 255).round().byte(), tmp_path / "photo.png")
+    out = tmp_path / "pred"
+    result = runner.invoke(
+        app,
+        [
+            *("predict", str(runs["intrinsic"]), str(photo), "--out", str(out)),
+            *("--relight-normals", str(runs["normals"])),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with torch.no_grad():
+        pixels = as_image(photo)
+        expected = relight_shading(
+            intrinsic([pixels])[0]["shading"], normals([pixels])[0]["normals"]
+        )
+    written = torch.from_numpy(np.load(out / "photo_shading.npy"))
+    torch.testing.assert_close(written, expected)
+    assert (out / "photo_normals.png").is_file()
 
     for run, normals_run, message in (
         (runs["intrinsic"], runs["intrinsic"], "a normals model is needed"),

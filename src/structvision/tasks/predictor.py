@@ -194,17 +194,21 @@ def load(
     tta: bool = False,
     crf: dict[str, float] | None = None,
     backend: str | None = None,
+    relight_normals: str | None = None,
 ) -> Predictor:
     """A `Predictor` for the model of a run folder or a checkpoint folder.
 
     ``tta`` averages an R-CNN over each image and its mirror image; ``crf`` (dense-CRF
-    parameters, ``{}`` for the defaults) refines a semantic segmentation. The checkpoint alone
-    is read: no file used only at training time (such as initial weights) is needed.
+    parameters, ``{}`` for the defaults) refines a semantic segmentation; ``relight_normals``
+    (a normals run or zoo entry) relights an intrinsic model's shading with its normals. The
+    checkpoint alone is read: no file used only at training time (such as initial weights) is
+    needed.
     """
-    from structvision.tasks.run import _with_crf, _with_tta, load_trained_model
+    from structvision.tasks.run import _with_crf, _with_relight, _with_tta, load_trained_model
 
     recipe, model, model_config = load_trained_model(path, backend=backend)
     model = _with_crf(_with_tta(model, recipe, model_config, tta), recipe, crf)
+    model = _with_relight(model, recipe, relight_normals)
     return Predictor(
         recipe=recipe, model=model, model_config=model_config, score_threshold=score_threshold
     )

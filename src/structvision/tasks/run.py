@@ -600,6 +600,7 @@ def run_predict(
     every: int = 1,
     progress: bool = False,
     batch_size: int = 1,
+    relight_normals: str | None = None,
 ) -> PredictSummary:
     """Predict on image files, folders or glob patterns; write every task's native output.
 
@@ -635,7 +636,9 @@ def run_predict(
     first unreadable one is named and nothing is written, unless ``skip_bad``, which skips and
     lists them. With ``crf`` (dense-CRF
     parameters, ``{}`` for the defaults) a semantic segmentation is refined by the fully
-    connected CRF; with ``tta`` an R-CNN is averaged over each image and its mirror image.
+    connected CRF; with ``tta`` an R-CNN is averaged over each image and its mirror image;
+    with ``relight_normals`` (a normals run or zoo entry) an intrinsic model's shading is relit
+    with that model's normals, which are written too.
     """
     from structvision.engine.files import write_json_atomic
     from structvision.tasks.predictor import as_image, load
@@ -662,7 +665,9 @@ def run_predict(
     if not sources:
         raise ValueError(f"none of the {len(paths)} image(s) could be read")
     frames = _frames_of(sources, every)
-    predictor = load(run, score_threshold=score_threshold, tta=tta, crf=crf)
+    predictor = load(
+        run, score_threshold=score_threshold, tta=tta, crf=crf, relight_normals=relight_normals
+    )
     if predictor.recipe.data_modality == "tracking":
         raise RecipeError(
             f"{run} is a tracker ({predictor.recipe.name}): it follows one target through a "
