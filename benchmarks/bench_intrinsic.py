@@ -77,13 +77,10 @@ INTRINSIC_ROWS = (
 def _baseline(name: str, dataset, args: argparse.Namespace) -> dict:
     evaluator = IntrinsicEvaluator() if name in INTRINSIC_ROWS else NormalEvaluator()
     depth_model = load_trained_model("zoo:monodepth_world")[1] if name == "from_monodepth" else None
-    uses_zoo = name in ZOO_ROWS or RELIT.get(name, (0, "", ""))[2] == "zoo:intrinsic_world"
+    _, normals_from, shading_from = RELIT.get(name, (0, "true", "true"))
+    uses_zoo = name in ZOO_ROWS or shading_from == "zoo:intrinsic_world"
     intrinsic_model = load_trained_model("zoo:intrinsic_world")[1] if uses_zoo else None
-    normals_model = (
-        load_trained_model("zoo:normals_world")[1]
-        if RELIT.get(name, (0, ""))[1] == "zoo:normals_world"
-        else None
-    )
+    normals_model = None if normals_from == "true" else load_trained_model(normals_from)[1]
     if intrinsic_model is not None:
         intrinsic_model.albedo_from_image = name == "zoo_intrinsic"
     if name in MODEL_ROWS:
@@ -116,10 +113,10 @@ def _baseline(name: str, dataset, args: argparse.Namespace) -> dict:
                 )[0]
                 prediction = {"albedo": image / shading, "shading": shading}
             elif name in RELIT:  # a predicted (or the true) shading, relit
-                lights, _, source = RELIT[name]
+                lights = RELIT[name][0]
                 shading = (
                     target["shading"]
-                    if source == "true"
+                    if shading_from == "true"
                     else intrinsic_model([image])[0]["shading"].cpu()
                 )
                 normals = (

@@ -369,6 +369,14 @@ TtaFlag = Annotated[
         "augmentation; about twice the inference time).",
     ),
 ]
+RelightNormalsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--relight-normals",
+        help="An intrinsic model's shading relit under a global light fitted with the normals "
+        "of this normals run or zoo entry, e.g. zoo:normals_world (predict writes them too).",
+    ),
+]
 BackendOption = Annotated[
     str | None,
     typer.Option(
@@ -432,14 +440,7 @@ def evaluate(
             "... (as for structvision track).",
         ),
     ] = None,
-    relight_normals: Annotated[
-        str | None,
-        typer.Option(
-            "--relight-normals",
-            help="An intrinsic model's shading relit under a global light fitted with the "
-            "normals of this normals run or zoo entry (e.g. zoo:normals_world).",
-        ),
-    ] = None,
+    relight_normals: RelightNormalsOption = None,
 ) -> None:
     """Evaluate a trained or exported model on a dataset; prints a table and writes JSON."""
     from structvision import tasks
@@ -526,14 +527,7 @@ def predict(
         str | None,
         typer.Option("--init", help="--track: the target in the first frame, x,y,w,h (OTB)."),
     ] = None,
-    relight_normals: Annotated[
-        str | None,
-        typer.Option(
-            "--relight-normals",
-            help="An intrinsic model's shading relit under a global light fitted with the "
-            "normals of this normals run or zoo entry (which are written too).",
-        ),
-    ] = None,
+    relight_normals: RelightNormalsOption = None,
 ) -> None:
     """Run a trained or exported model on images and videos; writes overlays and COCO-format
     predictions.json (with --track, a tracker's boxes.txt and frames)."""

@@ -111,3 +111,11 @@ def test_the_fit_works_inside_an_inference_mode_evaluation_loop():
     with torch.inference_mode():
         relit = relight_shading(shading, normals, num_lights=1, smooth=1)
     assert (relit - shading).abs().max() < 0.02
+
+
+def test_a_grey_shading_is_relit_grey():
+    normals, shading = _scene()
+    grey = shading.mean(0, keepdim=True).double()
+    relit = relight_shading(grey, normals, num_lights=1, smooth=1)
+    assert relit.shape == grey.shape and relit.dtype == torch.float64
+    assert (relit - grey).abs().max() < 0.02

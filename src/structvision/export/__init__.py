@@ -616,7 +616,20 @@ def _verify(
     camera: bool,
 ) -> None:
     with _network_only(model, exported):
-        _compare_samples(model, exported, samples, data, report, mixed_batch, camera)
+        for index, (image, target) in enumerate(samples):
+            shape = image["frames"].shape if isinstance(image, dict) else image.shape
+            what = f"{data} sample {index} ({shape[-2]}x{shape[-1]})"
+            if index == len(samples) - 1:
+                what = f"a resized sample ({shape[-2]}x{shape[-1]})"
+            targets = [target] if camera else None
+            compare_predictions(
+                _eager(model, [image], targets), exported([image], targets), report, what
+            )
+        if mixed_batch:  # one batch of two sizes, padded
+            images = [samples[0][0], samples[-1][0]]
+            compare_predictions(
+                _eager(model, images, None), exported(images), report, "a batch of two sizes"
+            )
 
 
 @contextlib.contextmanager
@@ -634,31 +647,6 @@ def _network_only(model: torch.nn.Module, exported: Any):
         yield
     finally:
         model.relight, host["relight"] = True, True
-
-
-def _compare_samples(
-    model: torch.nn.Module,
-    exported: Any,
-    samples: list[tuple[Any, dict]],
-    data: str,
-    report: ExportReport,
-    mixed_batch: bool,
-    camera: bool,
-) -> None:
-    for index, (image, target) in enumerate(samples):
-        shape = image["frames"].shape if isinstance(image, dict) else image.shape
-        what = f"{data} sample {index} ({shape[-2]}x{shape[-1]})"
-        if index == len(samples) - 1:
-            what = f"a resized sample ({shape[-2]}x{shape[-1]})"
-        targets = [target] if camera else None
-        compare_predictions(
-            _eager(model, [image], targets), exported([image], targets), report, what
-        )
-    if mixed_batch:  # one batch of two sizes, padded
-        images = [samples[0][0], samples[-1][0]]
-        compare_predictions(
-            _eager(model, images, None), exported(images), report, "a batch of two sizes"
-        )
 
 
 def _eager(model: torch.nn.Module, images: list[Tensor], targets: Any) -> list[dict[str, Tensor]]:

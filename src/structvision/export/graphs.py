@@ -139,7 +139,7 @@ def _head_predictions(
             shading = prediction["shading"]
             relit = relight_shading(
                 shading, prediction["normals"], num_lights=host["relight_lights"]
-            )[: shading.shape[0]]
+            )
             if host.get("albedo_from_image"):  # the graph's image / shading, now / relit
                 prediction["albedo"] = prediction["albedo"] * shading / relit
             prediction["shading"] = relit

@@ -163,10 +163,11 @@ def relight_shading(
     num_lights: int = 1,
     smooth: int = 3,
 ) -> Tensor:
-    """``shading (3 or 1, H, W)`` -> ``(3, H, W)`` (at least 1e-4): each pixel's shading level under
-    ``lighting`` (fitted with :func:`fit_lighting` when not given) that is nearest the given
-    shading in log L1, the errors first averaged over ``smooth x smooth`` neighbourhoods (odd;
-    1: per pixel) so that the choice of level is locally coherent."""
+    """``shading (C, H, W)`` (``C`` 3 or 1) -> the same shape and dtype (at least 1e-4): each
+    pixel's shading level under ``lighting`` (fitted with :func:`fit_lighting` when not given)
+    that is nearest the given shading in log L1, the errors first averaged over ``smooth x
+    smooth`` neighbourhoods (odd; 1: per pixel) so that the choice of level is locally coherent.
+    A grey shading is fitted as three equal channels and returned as their mean."""
     _check(shading, normals)
     if smooth < 1 or smooth % 2 == 0:
         raise ValueError(f"smooth must be a positive odd number, got {smooth}")
@@ -188,8 +189,12 @@ def relight_shading(
         maps = F.avg_pool2d(maps, smooth, stride=1, padding=smooth // 2, count_include_pad=False)
         error = maps.reshape(-1, height * width).T
     choice = error.argmin(1)
-    relit = levels[torch.arange(levels.shape[0]), choice].clamp(min=_EPS)
-    return relit.T.reshape(3, height, width).to(device)
+    relit = (
+        levels[torch.arange(levels.shape[0]), choice].clamp(min=_EPS).T.reshape(3, height, width)
+    )
+    if shading.shape[0] == 1:
+        relit = relit.mean(0, keepdim=True)
+    return relit.to(device=device, dtype=shading.dtype)
 
 
 class RelitIntrinsic(nn.Module):
@@ -209,12 +214,12 @@ class RelitIntrinsic(nn.Module):
         images = list(images)
         predictions = self.intrinsic(images)
         normals = self.normals(images)
+        from_image = getattr(self.intrinsic, "albedo_from_image", False)
         results = []
         for image, prediction, normal in zip(images, predictions, normals, strict=True):
-            shading = prediction["shading"]
-            relit = relight_shading(shading, normal["normals"], num_lights=self.num_lights)
-            relit = relit[: shading.shape[0]].to(shading.dtype)
-            from_image = getattr(self.intrinsic, "albedo_from_image", False)
+            relit = relight_shading(
+                prediction["shading"], normal["normals"], num_lights=self.num_lights
+            )
             albedo = image.to(relit) / relit if from_image else prediction["albedo"]
             results.append({"albedo": albedo, "shading": relit, "normals": normal["normals"]})
         return results

@@ -239,11 +239,12 @@ class IntrinsicNet(MultiScaleDense):
             outputs = self.split(final)
             shading = outputs["shading"]
             if self.relight:
-                relit = [
-                    relight_shading(s, n, num_lights=self.relight_lights).to(s.dtype)
-                    for s, n in zip(shading, outputs["normals"], strict=True)
-                ]
-                shading = torch.stack(relit)[:, : shading.shape[1]]  # grey light stays grey
+                shading = torch.stack(
+                    [
+                        relight_shading(s, n, num_lights=self.relight_lights)
+                        for s, n in zip(shading, outputs["normals"], strict=True)
+                    ]
+                )
             # shading is exp(...) >= exp(-10) (relit: >= 1e-4), so the division is finite
             albedo = batch / shading if self.albedo_from_image else outputs["albedo"]
             extra = {"normals": outputs["normals"]} if self.with_normals else {}
